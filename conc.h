@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef CONC_H
+#define CONC_H
+
+/*
+ * conc.h: Go's concurrency toolkit for C11, in one include.
+ * Each layer is a header of its own under conc/; see README.md.
+ */
+
+#include "conc/status.h"
+#include "conc/sys.h"
+#include "conc/waitq.h"
+#include "conc/ctx.h"
+#include "conc/chan.h"
+
+#endif /* CONC_H */

@@ -1,0 +1,2 @@
+#include "conc.h"
+int main(void) { return 0; }
