@@ -1,2 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A call to every public symbol, single-threaded, checking each result: the
+ * API as a user sees it, and a guard against a symbol left uncompiled.
+ */
 #include "conc.h"
-int main(void) { return 0; }
+
+#include <criterion/criterion.h>
+
+#include "util.h"
+
+CONC_CHAN_TYPED(api_u64chan, uint64_t)
+
+Test(api, status_and_platform, .timeout = 60)
+{
+	for (int s = CONC_OK; s < CONC_STATUS_COUNT__; s++)
+		cr_assert_not_null(conc_strerror(s));
+	cr_assert_str_eq(conc_strerror(CONC_CLOSED), "CONC_CLOSED: channel closed");
+
+	conc_cpu_relax();
+	conc_yield();
+	struct conc_backoff b = {0};
+	conc_backoff_spin(&b);
+	conc_backoff_snooze(&b);
+	cr_assert_not(conc_backoff_spun_out(&b));
+
+	int64_t t0 = conc_now_ns();
+	cr_assert_geq(conc_now_ns(), t0);
+	cr_assert_eq(conc_deadline_at_ns(5).ns, 5);
+	cr_assert(conc_deadline_is_forever(conc_deadline_forever()));
+	cr_assert(conc_deadline_expired(conc_deadline_poll()));
+	cr_assert(conc_deadline_expired(conc_deadline_in_ns(-1)));
+	cr_assert_not(conc_deadline_expired(conc_deadline_in_ms(60000)));
+	cr_assert_eq(conc_deadline_min(conc_deadline_at_ns(3), conc_deadline_at_ns(4)).ns, 3);
+
+	struct conc_lock l;
+	conc_lock_init(&l);
+	conc_lock_acquire(&l);
+	conc_lock_release(&l);
+	conc_lock_destroy(&l);
+
+	struct conc_parker *p = conc_parker_self();
+	cr_assert_not_null(p);
+	conc_parker_unpark(p);
+	cr_assert(conc_parker_park_until(p, conc_deadline_forever()), "a token given before park is consumed at once");
+	cr_assert_not(conc_parker_park_until(p, conc_deadline_poll()), "no token left: a poll times out");
+}
+
+Test(api, waitq, .timeout = 60)
+{
+	struct conc_waitq q;
+	struct conc_waiter w;
+	conc_waitq_init(&q);
+	conc_waiter_init(&w, 0);
+	cr_assert_not(conc_waitq_has_waiters(&q));
+	conc_waitq_enqueue(&q, &w);
+	cr_assert(conc_waitq_has_waiters(&q));
+	cr_assert(conc_waitq_wake_one(&q));
+	cr_assert(conc_waitq_remove(&q, &w), "the waiter was woken");
+	conc_waitq_enqueue(&q, &w);
+	cr_assert_eq(conc_waitq_wake_n(&q, 2), 1);
+	cr_assert(conc_waitq_remove(&q, &w));
+	conc_waitq_enqueue(&q, &w);
+	cr_assert_eq(conc_waitq_wake_all(&q), 1);
+	cr_assert(conc_waitq_remove(&q, &w));
+	conc_waitq_enqueue(&q, &w);
+	cr_assert_not(conc_waitq_remove(&q, &w), "removed before any wake");
+	cr_assert_not(conc_waitq_has_waiters(&q));
+	conc_waitq_destroy(&q);
+}
+
+Test(api, ctx, .timeout = 60)
+{
+	struct conc_ctx root, child;
+	cr_assert_eq(conc_ctx_init_root(&root), CONC_OK);
+	cr_assert_eq(conc_ctx_init(&child, &root, conc_deadline_in_ms(60000)), CONC_OK);
+	cr_assert_eq(conc_ctx_err(&child), CONC_OK);
+	cr_assert_eq(conc_ctx_cause(&child), CONC_OK);
+	cr_assert_not(conc_deadline_is_forever(conc_ctx_deadline(&child)));
+	struct conc_waiter w;
+	conc_waiter_init(&w, 0);
+	cr_assert_eq(conc_ctx_watch(&child, &w), CONC_OK);
+	conc_ctx_unwatch(&child, &w);
+	cr_assert_eq(conc_ctx_wait_until(&child, conc_deadline_poll()), CONC_TIMEDOUT);
+	cr_assert_eq(conc_ctx_cancel(&root, 77), CONC_OK);
+	cr_assert_eq(conc_ctx_err(&child), CONC_CANCELED);
+	cr_assert_eq(conc_ctx_cause(&child), 77);
+	cr_assert_eq(conc_ctx_wait_until(&child, conc_deadline_forever()), CONC_CANCELED);
+	cr_assert_eq(conc_ctx_destroy(&root), CONC_BUSY, "root still has a child");
+	cr_assert_eq(conc_ctx_destroy(&child), CONC_OK);
+	cr_assert_eq(conc_ctx_destroy(&root), CONC_OK);
+}
+
+Test(api, chan, .timeout = 60)
+{
+	static uint64_t ring[CONC_CHAN_BUF_SIZE(4, 8) / 8];
+	struct conc_chan c;
+	cr_assert_eq(conc_chan_buf_size(4, 8), sizeof ring);
+	cr_assert_eq(conc_chan_init(&c, 4, 8, ring, sizeof ring), CONC_OK);
+	cr_assert_eq(conc_chan_cap(&c), 4);
+	cr_assert_eq(conc_chan_elem_size(&c), 8);
+	cr_assert_not(conc_chan_is_closed(&c));
+	uint64_t v = 1, out = 0, many[4] = {2, 3, 4, 5}, got[4] = {0};
+	enum conc_status st;
+	cr_assert_eq(conc_chan_try_send(&c, &v), CONC_OK);
+	cr_assert_eq(conc_chan_try_recv(&c, &out), CONC_OK);
+	cr_assert_eq(out, 1);
+	cr_assert_eq(conc_chan_send(&c, &v), CONC_OK);
+	cr_assert_eq(conc_chan_recv(&c, &out), CONC_OK);
+	cr_assert_eq(conc_chan_send_until(&c, &v, conc_deadline_poll(), NULL), CONC_OK);
+	cr_assert_eq(conc_chan_recv_until(&c, &out, conc_deadline_poll(), NULL), CONC_OK);
+	cr_assert_eq(conc_chan_try_send_n(&c, many, 2), CONC_OK);
+	cr_assert_eq(conc_chan_send_n(&c, many + 2, 2), CONC_OK);
+	cr_assert_eq(conc_chan_len(&c), 4);
+	cr_assert_eq(conc_chan_send_n_until(&c, many, 1, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_chan_try_recv_n(&c, got, 2), CONC_OK);
+	cr_assert_eq(conc_chan_recv_n(&c, got + 2, 1), CONC_OK);
+	cr_assert_eq(conc_chan_recv_n_until(&c, got + 3, 1, conc_deadline_poll(), NULL), CONC_OK);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(got[i], many[i]);
+	cr_assert_eq(conc_chan_try_send_burst(&c, many, 4, &st), 4);
+	cr_assert_eq(st, CONC_OK);
+	cr_assert_eq(conc_chan_try_recv_burst(&c, got, 3, &st), 3);
+	cr_assert_eq(conc_chan_send_burst(&c, many, 4, &st), 3, "room for three");
+	cr_assert_eq(conc_chan_recv_burst(&c, got, 4, &st), 4);
+	cr_assert_eq(conc_chan_send_burst_until(&c, many, 1, conc_deadline_poll(), NULL, &st), 1);
+	cr_assert_eq(conc_chan_recv_burst_until(&c, got, 4, conc_deadline_poll(), NULL, &st), 1);
+	cr_assert_eq(conc_chan_close(&c), CONC_OK);
+	cr_assert(conc_chan_is_closed(&c));
+	cr_assert_eq(conc_chan_destroy(&c), CONC_OK);
+
+	struct conc_chan *h = NULL;
+	cr_assert_eq(conc_chan_new(&h, 2, 24), CONC_OK);
+	cr_assert_eq(conc_chan_free(h), CONC_OK);
+}
+
+Test(api, typed, .timeout = 60)
+{
+	struct api_u64chan *c = NULL, s;
+	static uint64_t ring[CONC_CHAN_BUF_SIZE(8, sizeof(uint64_t)) / 8];
+	cr_assert_eq(api_u64chan_init(&s, 8, ring, sizeof ring), CONC_OK);
+	cr_assert_eq(api_u64chan_destroy(&s), CONC_OK);
+	cr_assert_eq(api_u64chan_new(&c, 8), CONC_OK);
+	cr_assert_eq(api_u64chan_chan(c)->esize, sizeof(uint64_t));
+	uint64_t v = 0, many[3] = {7, 8, 9}, got[3];
+	enum conc_status st;
+	cr_assert_eq(api_u64chan_send(c, 1), CONC_OK);
+	cr_assert_eq(api_u64chan_try_send(c, 2), CONC_OK);
+	cr_assert_eq(api_u64chan_send_until(c, 3, conc_deadline_poll(), NULL), CONC_OK);
+	cr_assert_eq(api_u64chan_len(c), 3);
+	cr_assert_eq(api_u64chan_cap(c), 8);
+	cr_assert_eq(api_u64chan_recv(c, &v), CONC_OK);
+	cr_assert_eq(v, 1);
+	cr_assert_eq(api_u64chan_try_recv(c, &v), CONC_OK);
+	cr_assert_eq(v, 2);
+	cr_assert_eq(api_u64chan_recv_until(c, &v, conc_deadline_poll(), NULL), CONC_OK);
+	cr_assert_eq(v, 3);
+	cr_assert_eq(api_u64chan_send_n(c, many, 3), CONC_OK);
+	cr_assert_eq(api_u64chan_recv_n(c, got, 3), CONC_OK);
+	cr_assert_eq(got[2], 9);
+	cr_assert_eq(api_u64chan_send_burst(c, many, 3, &st), 3);
+	cr_assert_eq(api_u64chan_recv_burst(c, got, 3, &st), 3);
+	cr_assert_eq(api_u64chan_close(c), CONC_OK);
+	cr_assert_eq(api_u64chan_recv(c, &v), CONC_CLOSED);
+	cr_assert_eq(api_u64chan_free(c), CONC_OK);
+}
