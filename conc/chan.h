@@ -335,6 +335,14 @@ static inline enum conc_status conc__chan_try_send(struct conc_chan *c, const vo
 			/* The cell still holds last lap's element.  S3 seq_cst: pairs
 			 * with S2 through the waitq handshake on sendq. */
 			uint64_t head = atomic_load_explicit(&c->head, memory_order_seq_cst);
+			/* S6 seq_cst: our tail came from a relaxed load; re-read it in
+			 * the seq_cst order before saying "full", so a blocked sender's
+			 * re-check after W1 cannot miss a close (S5) or a claim. */
+			uint64_t now = atomic_load_explicit(&c->tail, memory_order_seq_cst);
+			if (now != tail) {
+				tail = now;
+				continue;
+			}
 			if (head + c->one_lap == tail)
 				return CONC_FULL;
 			/* A receiver has claimed the cell but not finished: wait. */
@@ -421,8 +429,9 @@ static inline enum conc_status conc__chan_try_send_bulk(struct conc_chan *c, con
 							 size_t n, bool all, size_t *done)
 {
 	*done = 0;
-	/* Relaxed: validated by the CAS. */
-	uint64_t tail = atomic_load_explicit(&c->tail, memory_order_relaxed);
+	/* S6 seq_cst, as in conc__chan_try_send(): a "full" answer must rest on
+	 * a tail read in the seq_cst order. */
+	uint64_t tail = atomic_load_explicit(&c->tail, memory_order_seq_cst);
 	uint64_t take;
 	for (;;) {
 		if (tail & c->mark)
@@ -436,8 +445,14 @@ static inline enum conc_status conc__chan_try_send_bulk(struct conc_chan *c, con
 		}
 		uint64_t room = c->cap - (lt - lh);
 		take = room < n ? room : n;
-		if (take == 0 || (all && take < n))
-			return CONC_FULL;
+		if (take == 0 || (all && take < n)) {
+			/* S6 seq_cst: confirm tail before saying "full". */
+			uint64_t now = atomic_load_explicit(&c->tail, memory_order_seq_cst);
+			if (now == tail)
+				return CONC_FULL;
+			tail = now;
+			continue;
+		}
 		/* S1 seq_cst: claims take cells at once. */
 		if (atomic_compare_exchange_weak_explicit(&c->tail, &tail, conc__chan_pos(c, lt + take),
 							  memory_order_seq_cst, memory_order_relaxed))
