@@ -485,7 +485,14 @@ static inline enum conc_status conc__chan_try_recv_bulk(struct conc_chan *c, uns
 		/* S4 seq_cst, as in conc__chan_try_recv().  Read after head, so
 		 * tail (less the closed bit) is never behind it. */
 		uint64_t tail = atomic_load_explicit(&c->tail, memory_order_seq_cst);
-		uint64_t avail = conc__chan_lin(c, tail & ~c->mark) - conc__chan_lin(c, head);
+		uint64_t lt = conc__chan_lin(c, tail & ~c->mark), lh = conc__chan_lin(c, head);
+		if (lh > lt) {
+			/* Without an acquire on head, tail may still look older than
+			 * head on weakly ordered CPUs: read head again. */
+			head = atomic_load_explicit(&c->head, memory_order_seq_cst);
+			continue;
+		}
+		uint64_t avail = lt - lh;
 		take = avail < n ? avail : n;
 		if (take == 0 || (all && take < n))
 			return (tail & c->mark) ? CONC_CLOSED : CONC_EMPTY;
@@ -817,16 +824,16 @@ static inline enum conc_status conc_chan_close(struct conc_chan *c)
 	struct name {                                                                                       \
 		struct conc_chan chan;                                                                      \
 	};                                                                                                  \
-	static inline struct conc_chan *name##_chan(struct name *c)                                        \
+	CONC__UNUSED static inline struct conc_chan *name##_chan(struct name *c)                                        \
 	{                                                                                                   \
 		return c ? &c->chan : NULL;                                                                 \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_init(struct name *c, size_t cap, void *buf,   \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_init(struct name *c, size_t cap, void *buf,   \
 								  size_t bufsize)                           \
 	{                                                                                                   \
 		return conc_chan_init(name##_chan(c), cap, sizeof(T), buf, bufsize);                        \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_new(struct name **out, size_t cap)            \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_new(struct name **out, size_t cap)            \
 	{                                                                                                   \
 		struct conc_chan *c = NULL;                                                                 \
 		enum conc_status s = out ? conc_chan_new(&c, cap, sizeof(T)) : CONC_INVALID;                \
@@ -834,66 +841,66 @@ static inline enum conc_status conc_chan_close(struct conc_chan *c)
 			*out = (struct name *)(void *)c;                                                    \
 		return s;                                                                                   \
 	}                                                                                                   \
-	static inline enum conc_status name##_free(struct name *c)                                         \
+	CONC__UNUSED static inline enum conc_status name##_free(struct name *c)                                         \
 	{                                                                                                   \
 		return conc_chan_free(name##_chan(c));                                                      \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_destroy(struct name *c)                       \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_destroy(struct name *c)                       \
 	{                                                                                                   \
 		return conc_chan_destroy(name##_chan(c));                                                   \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_send(struct name *c, T v)                     \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_send(struct name *c, T v)                     \
 	{                                                                                                   \
 		return conc_chan_send(name##_chan(c), &v);                                                  \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_recv(struct name *c, T *out)                  \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_recv(struct name *c, T *out)                  \
 	{                                                                                                   \
 		return conc_chan_recv(name##_chan(c), out);                                                 \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_try_send(struct name *c, T v)                 \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_try_send(struct name *c, T v)                 \
 	{                                                                                                   \
 		return conc_chan_try_send(name##_chan(c), &v);                                              \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_try_recv(struct name *c, T *out)              \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_try_recv(struct name *c, T *out)              \
 	{                                                                                                   \
 		return conc_chan_try_recv(name##_chan(c), out);                                             \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_send_until(                                   \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_send_until(                                   \
 		struct name *c, T v, struct conc_deadline d, struct conc_ctx *ctx)                          \
 	{                                                                                                   \
 		return conc_chan_send_until(name##_chan(c), &v, d, ctx);                                    \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_recv_until(                                   \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_recv_until(                                   \
 		struct name *c, T *out, struct conc_deadline d, struct conc_ctx *ctx)                       \
 	{                                                                                                   \
 		return conc_chan_recv_until(name##_chan(c), out, d, ctx);                                   \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_send_n(struct name *c, const T *v, size_t n)  \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_send_n(struct name *c, const T *v, size_t n)  \
 	{                                                                                                   \
 		return conc_chan_send_n(name##_chan(c), v, n);                                              \
 	}                                                                                                   \
-	CONC_NODISCARD static inline enum conc_status name##_recv_n(struct name *c, T *out, size_t n)      \
+	CONC_NODISCARD CONC__UNUSED static inline enum conc_status name##_recv_n(struct name *c, T *out, size_t n)      \
 	{                                                                                                   \
 		return conc_chan_recv_n(name##_chan(c), out, n);                                            \
 	}                                                                                                   \
-	static inline size_t name##_send_burst(struct name *c, const T *v, size_t n,                      \
+	CONC__UNUSED static inline size_t name##_send_burst(struct name *c, const T *v, size_t n,                      \
 					       enum conc_status *status)                                    \
 	{                                                                                                   \
 		return conc_chan_send_burst(name##_chan(c), v, n, status);                                  \
 	}                                                                                                   \
-	static inline size_t name##_recv_burst(struct name *c, T *out, size_t n, enum conc_status *status) \
+	CONC__UNUSED static inline size_t name##_recv_burst(struct name *c, T *out, size_t n, enum conc_status *status) \
 	{                                                                                                   \
 		return conc_chan_recv_burst(name##_chan(c), out, n, status);                                \
 	}                                                                                                   \
-	static inline enum conc_status name##_close(struct name *c)                                        \
+	CONC__UNUSED static inline enum conc_status name##_close(struct name *c)                                        \
 	{                                                                                                   \
 		return conc_chan_close(name##_chan(c));                                                     \
 	}                                                                                                   \
-	static inline size_t name##_len(struct name *c)                                                    \
+	CONC__UNUSED static inline size_t name##_len(struct name *c)                                                    \
 	{                                                                                                   \
 		return conc_chan_len(name##_chan(c));                                                       \
 	}                                                                                                   \
-	static inline size_t name##_cap(struct name *c)                                                    \
+	CONC__UNUSED static inline size_t name##_cap(struct name *c)                                                    \
 	{                                                                                                   \
 		return conc_chan_cap(name##_chan(c));                                                       \
 	}

@@ -161,7 +161,9 @@ static inline bool conc__ctx_mark(struct conc_ctx *ctx, uint64_t done)
  * Cancel ctx and all its descendants with the given cause (0 means
  * CONC_CANCELED) and wake every thread blocked with any of them.  Returns
  * CONC_OK if this call canceled it, CONC_CANCELED or CONC_TIMEDOUT if it was
- * already done (nothing changes), CONC_INVALID for NULL.  Any thread; does
+ * already done (nothing changes; a passed deadline counts as done), and
+ * CONC_INVALID for NULL.  A descendant whose own, earlier deadline has passed
+ * stays CONC_TIMEDOUT: done is final, whichever came first.  Any thread; does
  * not allocate; iterative, so a deep tree cannot overflow the stack.
  */
 static inline enum conc_status conc_ctx_cancel(struct conc_ctx *ctx, int cause)
@@ -170,7 +172,9 @@ static inline enum conc_status conc_ctx_cancel(struct conc_ctx *ctx, int cause)
 		return CONC_INVALID;
 	uint64_t done = conc__ctx_pack(CONC_CANCELED, cause ? cause : CONC_CANCELED);
 	conc_lock_acquire(&ctx->lock);
-	if (!conc__ctx_mark(ctx, done)) {
+	/* A deadline that already passed makes this context done: latch it
+	 * (conc_ctx_err does) and report it instead of canceling. */
+	if (conc_ctx_err(ctx) != CONC_OK || !conc__ctx_mark(ctx, done)) {
 		conc_lock_release(&ctx->lock);
 		return conc_ctx_err(ctx);
 	}
@@ -268,6 +272,8 @@ static inline enum conc_status conc_ctx_wait_until(struct conc_ctx *ctx, struct 
 		conc_ctx_unwatch(ctx, &w);
 	}
 	conc_ctx_unwatch(ctx, &w);
+	if (s == CONC_OK)
+		s = conc_ctx_err(ctx); /* a cancel may have landed after the check */
 	return s != CONC_OK ? s : CONC_TIMEDOUT;
 }
 

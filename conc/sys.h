@@ -91,9 +91,11 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
+#define CONC__UNUSED __attribute__((unused))
 #define CONC__LIKELY(x) __builtin_expect(!!(x), 1)
 #define CONC__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
+#define CONC__UNUSED
 #define CONC__LIKELY(x) (x)
 #define CONC__UNLIKELY(x) (x)
 #endif
@@ -412,6 +414,8 @@ static inline bool conc_parker_park_until(struct conc_parker *p, struct conc_dea
 		}
 		if (conc_deadline_expired(d))
 			break;
+		/* Asleep: the same state word the futex parker shows. */
+		atomic_store_explicit(&p->state, CONC__PARK_PARKED, memory_order_relaxed);
 		if (conc_deadline_is_forever(d))
 			pthread_cond_wait(&p->cond, &p->mutex);
 		else
