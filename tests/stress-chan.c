@@ -153,33 +153,10 @@ static void spin_random(struct rng *r)
 	}
 }
 
-/* Wait until n threads are blocked in q.  With the futex parker that is
- * util.h's "parked" (asleep in the kernel).  The pthread parker
- * (CONC_NO_FUTEX) never stores CONC__PARK_PARKED, so there the best
- * observable is "queued": the thread has registered and is about to park or
- * parked already. */
-static void wait_blocked(struct conc_waitq *q, size_t n)
-{
-#ifdef CONC_HAVE_FUTEX
-	conc_test_wait_parked(q, n);
-#else
-	while (atomic_load_explicit(&q->count, memory_order_seq_cst) < n)
-		conc_yield();
-#endif
-}
-
 static void wait_flag(atomic_int *flag)
 {
 	while (!atomic_load(flag))
 		conc_yield();
-}
-
-static const char *status_name(enum conc_status s)
-{
-	static const char *const names[] = {"OK",       "CLOSED",  "FULL",     "EMPTY",
-					    "TIMEDOUT", "CANCELED", "INVALID", "NOMEM",
-					    "OVERFLOW", "BUSY",     "REJECTED", "UNSUPPORTED"};
-	return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 
 /* Record one received item in the ledger and the consumer's order table. */
@@ -212,10 +189,10 @@ static void check_closed_and_drained(struct conc_chan *ch)
 	uint64_t v = 0;
 	enum conc_status s = conc_chan_try_recv(ch, &v);
 	if (s != CONC_CLOSED)
-		fail("after the run try_recv gave %s (item p%zu #%zu?), not CLOSED", status_name(s),
+		fail("after the run try_recv gave %s (item p%zu #%zu?), not CLOSED", conc_strerror(s),
 		     CONC_TEST_PRODUCER(v), CONC_TEST_SEQ(v));
 	if ((s = conc_chan_try_send(ch, &v)) != CONC_CLOSED)
-		fail("after close try_send gave %s", status_name(s));
+		fail("after close try_send gave %s", conc_strerror(s));
 	if (conc_chan_len(ch) != 0)
 		fail("after the run len is %zu", conc_chan_len(ch));
 }
@@ -379,7 +356,7 @@ static size_t mix_send(struct mix_worker *w, size_t i, size_t left)
 		break;
 	}
 	if (s != CONC_OK) {
-		fail("producer %zu: send op %zu of %zu item(s) gave %s", w->id, op, n, status_name(s));
+		fail("producer %zu: send op %zu of %zu item(s) gave %s", w->id, op, n, conc_strerror(s));
 		return 0;
 	}
 	return sent;
@@ -401,7 +378,7 @@ static void *mix_producer(void *arg)
 	if (atomic_fetch_sub(&m->producers_left, 1) == 1 && !m->close_when_drained) {
 		enum conc_status s = conc_chan_close(m->ch);
 		if (s != CONC_OK)
-			fail("close gave %s", status_name(s));
+			fail("close gave %s", conc_strerror(s));
 	}
 	return NULL;
 }
@@ -479,7 +456,7 @@ static size_t mix_recv(struct mix_worker *w, uint64_t *items, bool *drain, bool 
 		return 0;
 	}
 	if (s != CONC_OK) {
-		fail("consumer %zu: receive op %zu gave %s", w->id, op, status_name(s));
+		fail("consumer %zu: receive op %zu gave %s", w->id, op, conc_strerror(s));
 		(void)conc_chan_close(ch); /* let everyone finish */
 		*done = true;
 	}
@@ -502,7 +479,7 @@ static void *mix_consumer(void *arg)
 		if (got && atomic_fetch_add(&m->received, got) + got == all && m->close_when_drained) {
 			enum conc_status s = conc_chan_close(m->ch);
 			if (s != CONC_OK)
-				fail("close gave %s", status_name(s));
+				fail("close gave %s", conc_strerror(s));
 		}
 	}
 	free(last);
@@ -529,7 +506,7 @@ static void mix_once(enum mix_kind kind, size_t cap, size_t producers, size_t co
 	atomic_init(&m.receiving, 0);
 	enum conc_status s = conc_chan_new(&m.ch, cap, sizeof(uint64_t));
 	if (s != CONC_OK) {
-		fail("conc_chan_new(%zu) gave %s", cap, status_name(s));
+		fail("conc_chan_new(%zu) gave %s", cap, conc_strerror(s));
 		return;
 	}
 	conc_test_ledger_init(&m.ledger, producers, per_producer);
@@ -557,7 +534,7 @@ static void mix_once(enum mix_kind kind, size_t cap, size_t producers, size_t co
 		fail("received %zu of %zu items, %zu never arrived", got, total, missing);
 	check_closed_and_drained(m.ch);
 	if ((s = conc_chan_free(m.ch)) != CONC_OK)
-		fail("conc_chan_free gave %s", status_name(s));
+		fail("conc_chan_free gave %s", conc_strerror(s));
 	note("cap %zu: %zu items, close %s, %zu FULL/EMPTY/TIMEDOUT retries", cap, total,
 	     close_when_drained ? "when drained" : "racing", atomic_load(&m.waits));
 	conc_test_ledger_free(&m.ledger);
@@ -641,7 +618,7 @@ static enum conc_status dl_call(struct rng *r, struct conc_chan *ch, uint64_t *v
 				  : conc_chan_recv_until(ch, v, conc_deadline_forever(), &ctx);
 	enum conc_status ds = conc_ctx_destroy(&ctx);
 	if (ds != CONC_OK)
-		fail("destroying a deadline context after the call gave %s", status_name(ds));
+		fail("destroying a deadline context after the call gave %s", conc_strerror(ds));
 	return s;
 }
 
@@ -657,7 +634,7 @@ static void *dl_producer(void *arg)
 		else if (s == CONC_TIMEDOUT)
 			atomic_fetch_add_explicit(&d->send_timeouts, 1, memory_order_relaxed);
 		else
-			fail("producer %zu: send_until gave %s", w->id, status_name(s));
+			fail("producer %zu: send_until gave %s", w->id, conc_strerror(s));
 	}
 	if (atomic_fetch_sub(&d->producers_left, 1) == 1 && conc_chan_close(d->ch) != CONC_OK)
 		fail("close did not return OK");
@@ -685,7 +662,7 @@ static void *dl_consumer(void *arg)
 			atomic_fetch_add_explicit(&d->recv_timeouts, 1, memory_order_relaxed);
 		} else {
 			if (s != CONC_CLOSED)
-				fail("consumer %zu: recv_until gave %s", w->id, status_name(s));
+				fail("consumer %zu: recv_until gave %s", w->id, conc_strerror(s));
 			break;
 		}
 	}
@@ -918,7 +895,7 @@ static void storm_act(struct storm *st, int cause, unsigned how)
 	if (st->use_ctx) {
 		enum conc_status s = conc_ctx_cancel(&st->root, cause);
 		if (s != CONC_OK)
-			fail("cancel gave %s", status_name(s));
+			fail("cancel gave %s", conc_strerror(s));
 		if (how == 2 && conc_chan_close(&st->ch) != CONC_OK)
 			fail("close did not return OK");
 	}
@@ -946,7 +923,7 @@ static void storm_check(struct storm *st, size_t round, size_t prefill, int caus
 		if (drained.n < STORM_ITEMS)
 			drained.got[drained.n++] = v;
 	if (s != (closed ? CONC_CLOSED : CONC_EMPTY))
-		fail("round %zu: draining ended with %s", round, status_name(s));
+		fail("round %zu: draining ended with %s", round, conc_strerror(s));
 	if (!st->use_ctx && drained.n)
 		fail("round %zu: %zu items left after every receiver saw CLOSED", round, drained.n);
 
@@ -958,7 +935,7 @@ static void storm_check(struct storm *st, size_t round, size_t prefill, int caus
 		if (r < STORM_RECEIVERS && (w->last == CONC_OK || !ok_status[w->last] ||
 					    (!st->use_ctx && w->last != CONC_CLOSED)))
 			fail("round %zu (mode %u, flavour %u): receiver %zu ended with %s", round, st->mode,
-			     st->flavour, r, status_name(w->last));
+			     st->flavour, r, conc_strerror(w->last));
 		for (size_t k = 0; k < w->n; k++) {
 			size_t p = CONC_TEST_PRODUCER(w->got[k]), i = CONC_TEST_SEQ(w->got[k]);
 			if (p > STORM_SENDERS || i >= STORM_PER_SENDER) {
@@ -982,7 +959,7 @@ static void storm_check(struct storm *st, size_t round, size_t prefill, int caus
 		struct storm_sender *w = &st->senders[p];
 		if (!ok_status[w->last] || (w->last == CONC_OK) != (w->ok == STORM_PER_SENDER))
 			fail("round %zu (mode %u, flavour %u): sender %zu ended with %s after %zu items", round,
-			     st->mode, st->flavour, p, status_name(w->last), w->ok);
+			     st->mode, st->flavour, p, conc_strerror(w->last), w->ok);
 		expected += w->ok;
 		for (size_t i = 0; i < STORM_PER_SENDER; i++)
 			if (seen[p][i] != (i < w->ok))
@@ -994,14 +971,14 @@ static void storm_check(struct storm *st, size_t round, size_t prefill, int caus
 	if (st->use_ctx) {
 		if (conc_ctx_err(&st->child) != CONC_CANCELED || conc_ctx_cause(&st->child) != cause)
 			fail("round %zu: child context err %s cause %d after the %s", round,
-			     status_name(conc_ctx_err(&st->child)), conc_ctx_cause(&st->child), what);
+			     conc_strerror(conc_ctx_err(&st->child)), conc_ctx_cause(&st->child), what);
 		if ((s = conc_ctx_destroy(&st->child)) != CONC_OK)
-			fail("round %zu: destroying the child context gave %s", round, status_name(s));
+			fail("round %zu: destroying the child context gave %s", round, conc_strerror(s));
 		if ((s = conc_ctx_destroy(&st->root)) != CONC_OK)
-			fail("round %zu: destroying the root context gave %s", round, status_name(s));
+			fail("round %zu: destroying the root context gave %s", round, conc_strerror(s));
 	}
 	if ((s = conc_chan_destroy(&st->ch)) != CONC_OK)
-		fail("round %zu: conc_chan_destroy gave %s (a waiter left behind?)", round, status_name(s));
+		fail("round %zu: conc_chan_destroy gave %s (a waiter left behind?)", round, conc_strerror(s));
 }
 
 static void run_storm(bool use_ctx)
@@ -1070,21 +1047,21 @@ static void run_storm(bool use_ctx)
 			/* Every worker of the started side ends up blocked: the
 			 * receivers on an empty channel, the senders (4 items each,
 			 * at most 2 of them fit) on a full one. */
-			wait_blocked(st.mode == 1 ? &st.ch.recvq : &st.ch.sendq, 3);
+			conc_test_wait_parked(st.mode == 1 ? &st.ch.recvq : &st.ch.sendq, 3);
 			atomic_store(st.mode == 1 ? &st.open_send : &st.open_recv, 1);
 			spin_random(&rng);
 			storm_act(&st, cause, how);
 			break;
 		case 3:
 		case 4:
-			wait_blocked(st.mode == 3 ? &st.ch.sendq : &st.ch.recvq, 3);
+			conc_test_wait_parked(st.mode == 3 ? &st.ch.sendq : &st.ch.recvq, 3);
 			storm_act(&st, cause, how);
 			atomic_store(st.mode == 3 ? &st.open_recv : &st.open_send, 1);
 			break;
 		default:
 			while (atomic_load(&st.received) < prefill + STORM_SENDERS * STORM_PER_SENDER)
 				conc_yield();
-			wait_blocked(&st.ch.recvq, 3);
+			conc_test_wait_parked(&st.ch.recvq, 3);
 			storm_act(&st, cause, how);
 			break;
 		}
@@ -1181,7 +1158,7 @@ static void *relay_receiver(void *arg)
 		atomic_fetch_add(&r->received, got);
 		if (s != CONC_OK) {
 			if (s != CONC_CLOSED)
-				fail("receiver %zu: %s", w->id, status_name(s));
+				fail("receiver %zu: %s", w->id, conc_strerror(s));
 			break;
 		}
 	}
@@ -1212,7 +1189,7 @@ static void *relay_sender(void *arg)
 		}
 		if (s != CONC_OK) {
 			if (s != CONC_CLOSED)
-				fail("sender %zu: %s", w->id, status_name(s));
+				fail("sender %zu: %s", w->id, conc_strerror(s));
 			break;
 		}
 	}
@@ -1247,7 +1224,7 @@ static void run_relay(size_t cap, bool senders)
 		uint64_t items[3];
 		enum conc_status s = CONC_OK;
 		if (!senders) {
-			wait_blocked(&r.ch->recvq, RELAY_THREADS);
+			conc_test_wait_parked(&r.ch->recvq, RELAY_THREADS);
 			for (size_t j = 0; j < k; j++)
 				items[j] = CONC_TEST_ITEM(0, moved + j);
 			if (how == 0)
@@ -1260,7 +1237,7 @@ static void run_relay(size_t cap, bool senders)
 			moved += done;
 			if (done != k)
 				fail("step %zu: sent %zu of %zu into an empty channel (%s)", step, done, k,
-				     status_name(s));
+				     conc_strerror(s));
 			/* A lost wake-up leaves an item here with every receiver asleep. */
 			while (atomic_load(&r.received) < moved)
 				conc_yield();
@@ -1268,7 +1245,7 @@ static void run_relay(size_t cap, bool senders)
 			/* A lost wake-up leaves room here with every sender asleep. */
 			while (conc_chan_len(r.ch) < cap)
 				conc_yield();
-			wait_blocked(&r.ch->sendq, RELAY_THREADS);
+			conc_test_wait_parked(&r.ch->sendq, RELAY_THREADS);
 			if (how == 0)
 				for (; done < k && (s = conc_chan_try_recv(r.ch, &items[done])) == CONC_OK; done++)
 					;
@@ -1277,7 +1254,7 @@ static void run_relay(size_t cap, bool senders)
 			else
 				done = conc_chan_try_recv_burst(r.ch, items, k, &s);
 			if (done != k)
-				fail("step %zu: took %zu of %zu from a full channel (%s)", step, done, k, status_name(s));
+				fail("step %zu: took %zu of %zu from a full channel (%s)", step, done, k, conc_strerror(s));
 			for (size_t j = 0; j < done; j++)
 				take_item(&r.ledger, last, items[j]);
 			moved += done;
@@ -1293,7 +1270,7 @@ static void run_relay(size_t cap, bool senders)
 		while ((s = conc_chan_try_recv(r.ch, &v)) == CONC_OK)
 			take_item(&r.ledger, last, v);
 		if (s != CONC_CLOSED)
-			fail("draining ended with %s", status_name(s));
+			fail("draining ended with %s", conc_strerror(s));
 		size_t expected = 0;
 		for (size_t p = 0; p < RELAY_THREADS; p++) {
 			expected += r.sent[p];

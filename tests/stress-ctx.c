@@ -156,27 +156,6 @@ static void spin_random(struct rng *r, size_t most)
 	}
 }
 
-/* Wait until n threads are blocked in q: parked in the kernel with the futex
- * parker; with the pthread parker (CONC_NO_FUTEX), which never stores
- * CONC__PARK_PARKED, registered in q. */
-static void wait_blocked(struct conc_waitq *q, size_t n)
-{
-#ifdef CONC_HAVE_FUTEX
-	conc_test_wait_parked(q, n);
-#else
-	while (atomic_load_explicit(&q->count, memory_order_seq_cst) < n)
-		conc_yield();
-#endif
-}
-
-static const char *status_name(int s)
-{
-	static const char *const names[] = {"OK",       "CLOSED",  "FULL",     "EMPTY",
-					    "TIMEDOUT", "CANCELED", "INVALID", "NOMEM",
-					    "OVERFLOW", "BUSY",     "REJECTED", "UNSUPPORTED"};
-	return s >= 0 && (size_t)s < sizeof names / sizeof names[0] ? names[s] : "?";
-}
-
 static void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n, size);
@@ -264,26 +243,26 @@ static void scenario_cancel_waiters(void)
 			spin_random(&rng, 4096);
 		if (mode == 2)
 			for (size_t k = 1; k < TREE_NODES; k++)
-				wait_blocked(&t.node[k].waiters, waiting[k]);
+				conc_test_wait_parked(&t.node[k].waiters, waiting[k]);
 		enum conc_status s = conc_ctx_cancel(&t.node[0], cause);
 		if (s != CONC_OK)
-			fail("round %zu: cancel gave %s", round, status_name(s));
+			fail("round %zu: cancel gave %s", round, conc_strerror(s));
 		pthread_barrier_wait(&t.end);
 
 		for (size_t i = 0; i < TREE_WAITERS; i++)
 			if (t.result[i] != CONC_CANCELED)
 				fail("round %zu (mode %zu): the waiter on node %zu returned %s", round, mode,
-				     t.target[i], status_name(t.result[i]));
+				     t.target[i], conc_strerror(t.result[i]));
 		for (size_t k = 0; k < TREE_NODES; k++)
 			if (conc_ctx_err(&t.node[k]) != CONC_CANCELED || conc_ctx_cause(&t.node[k]) != cause)
 				fail("round %zu: node %zu has err %s cause %d, not CANCELED %d", round, k,
-				     status_name(conc_ctx_err(&t.node[k])), conc_ctx_cause(&t.node[k]), cause);
+				     conc_strerror(conc_ctx_err(&t.node[k])), conc_ctx_cause(&t.node[k]), cause);
 		/* A second cancel changes nothing. */
 		if ((s = conc_ctx_cancel(&t.node[0], cause + 1)) != CONC_CANCELED || conc_ctx_cause(&t.node[3]) != cause)
-			fail("round %zu: cancelling again gave %s", round, status_name(s));
+			fail("round %zu: cancelling again gave %s", round, conc_strerror(s));
 		for (size_t k = TREE_NODES; k-- > 0;)
 			if ((s = conc_ctx_destroy(&t.node[k])) != CONC_OK)
-				fail("round %zu: destroying node %zu gave %s", round, k, status_name(s));
+				fail("round %zu: destroying node %zu gave %s", round, k, conc_strerror(s));
 	}
 	t.stop = true;
 	pthread_barrier_wait(&t.start);
@@ -341,7 +320,7 @@ static void churn_iteration(struct churn_worker *w, int cause)
 		atomic_fetch_add(&c->created, 1);
 		enum conc_status e = conc_ctx_err(held[k]);
 		if (parent_done && (e != CONC_CANCELED || conc_ctx_cause(held[k]) != cause))
-			fail("a child of a canceled parent started with err %s cause %d", status_name(e),
+			fail("a child of a canceled parent started with err %s cause %d", conc_strerror(e),
 			     conc_ctx_cause(held[k]));
 	}
 	if (rng_below(&w->rng, 4) == 0) {
@@ -351,13 +330,13 @@ static void churn_iteration(struct churn_worker *w, int cause)
 		if (s == CONC_CANCELED)
 			w->canceled_waits++;
 		if ((s != CONC_CANCELED && s != CONC_TIMEDOUT) || (s == CONC_CANCELED && conc_ctx_cause(x) != cause))
-			fail("wait_until on a child gave %s (cause %d)", status_name(s), conc_ctx_cause(x));
+			fail("wait_until on a child gave %s (cause %d)", conc_strerror(s), conc_ctx_cause(x));
 	}
 	while (n > 0) {
 		size_t k = rng_below(&w->rng, n);
 		enum conc_status s = conc_ctx_destroy(held[k]);
 		if (s != CONC_OK)
-			fail("destroying a child gave %s", status_name(s));
+			fail("destroying a child gave %s", conc_strerror(s));
 		free(held[k]);
 		held[k] = held[--n];
 	}
@@ -410,17 +389,17 @@ static void scenario_destroy_cancel(void)
 			conc_yield();
 		enum conc_status s = conc_ctx_cancel(cancel_root ? &c.root : &c.parent, 7000);
 		if (s != CONC_OK)
-			fail("round %zu: cancel gave %s", round, status_name(s));
+			fail("round %zu: cancel gave %s", round, conc_strerror(s));
 		pthread_barrier_wait(&c.end);
 
 		if (conc_ctx_err(&c.parent) != CONC_CANCELED || conc_ctx_cause(&c.parent) != 7000)
-			fail("round %zu: parent err %s cause %d after cancel", round, status_name(conc_ctx_err(&c.parent)),
+			fail("round %zu: parent err %s cause %d after cancel", round, conc_strerror(conc_ctx_err(&c.parent)),
 			     conc_ctx_cause(&c.parent));
 		if ((s = conc_ctx_destroy(&c.parent)) != CONC_OK)
 			fail("round %zu: destroying the parent gave %s (a child left in its list?)", round,
-			     status_name(s));
+			     conc_strerror(s));
 		if ((s = conc_ctx_destroy(&c.root)) != CONC_OK)
-			fail("round %zu: destroying the root gave %s", round, status_name(s));
+			fail("round %zu: destroying the root gave %s", round, conc_strerror(s));
 	}
 	c.stop = true;
 	pthread_barrier_wait(&c.start);
@@ -544,16 +523,16 @@ static void run_deadlines(bool racing_cancel)
 
 		enum conc_status re = conc_ctx_err(&d.root), ce = conc_ctx_err(&d.child);
 		if (!racing_cancel && (re != CONC_TIMEDOUT || ce != CONC_TIMEDOUT))
-			fail("round %zu: after the deadline err is %s / %s, not TIMEDOUT", round, status_name(re),
-			     status_name(ce));
+			fail("round %zu: after the deadline err is %s / %s, not TIMEDOUT", round, conc_strerror(re),
+			     conc_strerror(ce));
 		if (racing_cancel && (cs == CONC_CANCELED || (cs == CONC_TIMEDOUT && re != CONC_TIMEDOUT)))
-			fail("round %zu: cancel gave %s, err is %s", round, status_name(cs), status_name(re));
+			fail("round %zu: cancel gave %s, err is %s", round, conc_strerror(cs), conc_strerror(re));
 		struct conc_ctx *nodes[2] = {&d.root, &d.child};
 		for (size_t k = 0; k < 2; k++) {
 			enum conc_status e = conc_ctx_err(nodes[k]);
 			int want = e == CONC_TIMEDOUT ? CONC_TIMEDOUT : cause;
 			if ((e != CONC_TIMEDOUT && e != CONC_CANCELED) || conc_ctx_cause(nodes[k]) != want)
-				fail("round %zu: %s has err %s cause %d", round, k ? "child" : "root", status_name(e),
+				fail("round %zu: %s has err %s cause %d", round, k ? "child" : "root", conc_strerror(e),
 				     conc_ctx_cause(nodes[k]));
 		}
 		if (re == CONC_CANCELED || ce == CONC_CANCELED)
@@ -573,14 +552,14 @@ static void run_deadlines(bool racing_cancel)
 				fail("round %zu: %s with the %s context returned %s, its err is %s", round,
 				     (const char *[]){"recv_until", "send_until", "ctx_wait_until"}[d.call[i]],
 				     d.use_child[i] ? "child" : "root",
-				     status_name(d.result[i]), status_name(e));
+				     conc_strerror(d.result[i]), conc_strerror(e));
 			if (d.result[i] == CONC_TIMEDOUT && d.returned_at[i] < dl.ns)
 				fail("round %zu: TIMEDOUT returned %" PRId64 " ns before the deadline", round,
 				     dl.ns - d.returned_at[i]);
 		}
 		enum conc_status s;
 		if ((s = conc_ctx_destroy(&d.child)) != CONC_OK || (s = conc_ctx_destroy(&d.root)) != CONC_OK)
-			fail("round %zu: destroying the contexts gave %s", round, status_name(s));
+			fail("round %zu: destroying the contexts gave %s", round, conc_strerror(s));
 	}
 	d.stop = true;
 	pthread_barrier_wait(&d.start);
