@@ -248,6 +248,17 @@ CONC_NODISCARD static inline enum conc_status conc_chan_new(struct conc_chan **o
 	return CONC_OK;
 }
 
+/* Out of line, so a compiler that inlines conc_chan_free into a call on a
+ * stack or static channel (which returns CONC_INVALID before this) does not
+ * warn about freeing non-heap memory. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline, unused))
+#endif
+static void conc__chan_release(struct conc_chan *c)
+{
+	CONC_FREE(c);
+}
+
 /* Free a channel from conc_chan_new.  Same rules as conc_chan_destroy; NULL
  * is a no-op returning CONC_OK, like free(NULL). */
 static inline enum conc_status conc_chan_free(struct conc_chan *c)
@@ -261,7 +272,7 @@ static inline enum conc_status conc_chan_free(struct conc_chan *c)
 	conc_waitq_destroy(&c->sendq);
 	conc_waitq_destroy(&c->recvq);
 	c->cells = NULL;
-	CONC_FREE(c);
+	conc__chan_release(c);
 	return CONC_OK;
 }
 
