@@ -32,126 +32,10 @@
 
 #include "util.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define STRESS_PROG "stress-chan"
+#include "stress.h"
 
-#ifndef CONC_STRESS_SCALE
-#define CONC_STRESS_SCALE 1
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRESS_TSAN 1
-#endif
-#endif
-#ifndef STRESS_TSAN
-#define STRESS_TSAN 0
-#endif
-
-/* A count at scale 1: `plain` normally, `tsan` under ThreadSanitizer. */
-#define SIZED(plain, tsan) ((size_t)(STRESS_TSAN ? (tsan) : (plain)) * (size_t)CONC_STRESS_SCALE)
-
-#if defined(__GNUC__) || defined(__clang__)
-#define STRESS_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define STRESS_PRINTF(a, b)
-#endif
-
-/* ------------------------------------------------------------ the harness */
-
-static const char *scenario_name = "";
-static uint64_t seed_base;
-static bool verbose;
-
-/* The first failure of the running scenario.  It is printed on stderr at
- * once (a hang that follows it then still shows why), and in the FAIL line. */
-static atomic_int failed_flag;
-static char failed_msg[256];
-
-STRESS_PRINTF(1, 2) static void fail(const char *fmt, ...)
-{
-	int expected = 0;
-	if (!atomic_compare_exchange_strong(&failed_flag, &expected, 1))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(failed_msg, sizeof failed_msg, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "stress-chan: %s: %s\n", scenario_name, failed_msg);
-}
-
-STRESS_PRINTF(1, 2) static void note(const char *fmt, ...)
-{
-	if (!verbose)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "  %s: ", scenario_name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
-/* splitmix64: one independent stream per thread, from the seed. */
-struct rng {
-	uint64_t s;
-};
-
-static struct rng rng_for(uint64_t stream)
-{
-	struct rng r = {seed_base ^ (stream * UINT64_C(0xd1342543de82ef95))};
-	return r;
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
-/* Uniform enough in [0, n), n > 0. */
-static size_t rng_below(struct rng *r, size_t n)
-{
-	return (size_t)(rng_next(r) % n);
-}
-
-static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	int e = pthread_create(t, NULL, fn, arg);
-	if (e) {
-		fprintf(stderr, "stress-chan: pthread_create: %s\n", strerror(e));
-		exit(2);
-	}
-}
-
-static void join(pthread_t t)
-{
-	int e = pthread_join(t, NULL);
-	if (e) {
-		fprintf(stderr, "stress-chan: pthread_join: %s\n", strerror(e));
-		exit(2);
-	}
-}
-
-/* Burn a random short while (the "random point" of a close or cancel). */
-static void spin_random(struct rng *r)
-{
-	size_t n = rng_below(r, 4096);
-	for (size_t i = 0; i < n; i++) {
-		conc_cpu_relax();
-		if (i % 512 == 511)
-			conc_yield();
-	}
-}
+/* ------------------------------------------------------- channel helpers */
 
 static void wait_flag(atomic_int *flag)
 {
@@ -173,11 +57,7 @@ static void take_item(struct conc_test_ledger *l, size_t *last, uint64_t v)
 
 static size_t *fifo_table(size_t producers)
 {
-	size_t *last = malloc(producers * sizeof *last);
-	if (!last) {
-		fprintf(stderr, "stress-chan: out of memory\n");
-		exit(2);
-	}
+	size_t *last = xcalloc(producers, sizeof *last);
 	for (size_t p = 0; p < producers; p++)
 		last[p] = SIZE_MAX;
 	return last;
@@ -512,11 +392,8 @@ static void mix_once(enum mix_kind kind, size_t cap, size_t producers, size_t co
 	conc_test_ledger_init(&m.ledger, producers, per_producer);
 
 	size_t n = producers + consumers;
-	struct mix_worker *w = calloc(n, sizeof *w);
-	if (!w || pthread_barrier_init(&m.start, NULL, (unsigned)n)) {
-		fprintf(stderr, "stress-chan: out of memory\n");
-		exit(2);
-	}
+	struct mix_worker *w = xcalloc(n, sizeof *w);
+	barrier_init(&m.start, (unsigned)n);
 	for (size_t i = 0; i < n; i++) {
 		w[i].m = &m;
 		w[i].id = i < consumers ? i : i - consumers;
@@ -686,13 +563,9 @@ static void scenario_deadline(size_t cap)
 		return;
 	}
 	conc_test_ledger_init(&d.ledger, d.producers, d.attempts);
-	d.sent_ok = calloc(d.producers * d.attempts, 1);
+	d.sent_ok = xcalloc(d.producers * d.attempts, 1);
 	const size_t consumers = 4, n = d.producers + consumers;
 	struct dl_worker w[8];
-	if (!d.sent_ok) {
-		fprintf(stderr, "stress-chan: out of memory\n");
-		exit(2);
-	}
 	for (size_t i = 0; i < n; i++) {
 		w[i].d = &d;
 		w[i].id = i < consumers ? i : i - consumers;
@@ -981,18 +854,18 @@ static void storm_check(struct storm *st, size_t round, size_t prefill, int caus
 		fail("round %zu: conc_chan_destroy gave %s (a waiter left behind?)", round, conc_strerror(s));
 }
 
-static void run_storm(bool use_ctx)
+/* arg 0: close storm; 1: cancel storm. */
+static void scenario_storm(size_t arg)
 {
+	bool use_ctx = arg != 0;
 	static struct storm st;
 	memset(&st, 0, sizeof st);
 	st.use_ctx = use_ctx;
 	atomic_init(&st.open_send, 0);
 	atomic_init(&st.open_recv, 0);
 	unsigned parties = 1 + STORM_SENDERS + STORM_RECEIVERS;
-	if (pthread_barrier_init(&st.start, NULL, parties) || pthread_barrier_init(&st.end, NULL, parties)) {
-		fprintf(stderr, "stress-chan: pthread_barrier_init failed\n");
-		exit(2);
-	}
+	barrier_init(&st.start, parties);
+	barrier_init(&st.end, parties);
 	for (size_t i = 0; i < STORM_SENDERS; i++) {
 		st.senders[i].st = &st;
 		st.senders[i].id = i;
@@ -1078,18 +951,6 @@ static void run_storm(bool use_ctx)
 	pthread_barrier_destroy(&st.end);
 	note("%zu rounds; modes %zu/%zu/%zu/%zu/%zu/%zu", rounds, modes[0], modes[1], modes[2], modes[3], modes[4],
 	     modes[5]);
-}
-
-static void scenario_close_storm(size_t unused)
-{
-	(void)unused;
-	run_storm(false);
-}
-
-static void scenario_cancel_storm(size_t unused)
-{
-	(void)unused;
-	run_storm(true);
 }
 
 /* ------------------------------------------------------- wake-up relay */
@@ -1307,12 +1168,6 @@ static void scenario_relay_senders(size_t cap)
 
 /* ----------------------------------------------------------------- main */
 
-struct scenario {
-	const char *name;
-	void (*run)(size_t arg);
-	size_t arg;
-};
-
 static const struct scenario scenarios[] = {
 	{"blocking mix, capacity 1", scenario_blocking, 1},
 	{"blocking mix, capacity 3", scenario_blocking, 3},
@@ -1324,8 +1179,8 @@ static const struct scenario scenarios[] = {
 	{"bulk mix, capacity 64", scenario_bulk, 64},
 	{"deadline mix, capacity 2", scenario_deadline, 2},
 	{"deadline mix, capacity 16", scenario_deadline, 16},
-	{"close storm", scenario_close_storm, 0},
-	{"cancel storm", scenario_cancel_storm, 0},
+	{"close storm", scenario_storm, 0},
+	{"cancel storm", scenario_storm, 1},
 	{"capacity-1 blend", scenario_cap1, 1},
 	{"wake-up relay, receivers, capacity 1", scenario_relay_receivers, 1},
 	{"wake-up relay, receivers, capacity 4", scenario_relay_receivers, 4},
@@ -1335,43 +1190,11 @@ static const struct scenario scenarios[] = {
 
 int main(void)
 {
-	/* 240 s at scale 1: a hang fails the run instead of stalling CI. */
-	conc_test_watchdog("stress-chan", 240u * CONC_STRESS_SCALE);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	const char *env = getenv("CONC_STRESS_SEED");
-	seed_base = env ? strtoull(env, NULL, 0) : (uint64_t)conc_now_ns() ^ ((uint64_t)getpid() << 32);
-	verbose = getenv("CONC_STRESS_VERBOSE") != NULL;
-	const char *only = getenv("CONC_STRESS_ONLY");
-	fprintf(stderr, "stress-chan: seed %#" PRIx64 ", scale %d%s%s\n", seed_base, CONC_STRESS_SCALE,
-		STRESS_TSAN ? ", ThreadSanitizer sizes" : "",
+	return stress_main(scenarios, sizeof scenarios / sizeof scenarios[0],
 #ifdef CONC_HAVE_FUTEX
-		""
+			   ""
 #else
-		", pthread parker"
+			   ", pthread parker"
 #endif
 	);
-	size_t passed = 0, failed = 0;
-	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
-		scenario_name = scenarios[i].name;
-		if (only && !strstr(scenario_name, only))
-			continue;
-		/* The watchdog then names the scenario that hung. */
-		static char label[128];
-		snprintf(label, sizeof label, "stress-chan (scenario \"%s\")", scenario_name);
-		conc_test_watchdog_name = label;
-		atomic_store(&failed_flag, 0);
-		failed_msg[0] = '\0';
-		int64_t t0 = conc_now_ns();
-		scenarios[i].run(scenarios[i].arg);
-		if (atomic_load(&failed_flag)) {
-			printf("FAIL %s: %s (seed %#" PRIx64 ")\n", scenario_name, failed_msg, seed_base);
-			failed++;
-		} else {
-			printf("ok   %s\n", scenario_name);
-			passed++;
-		}
-		note("%.2f s", (double)(conc_now_ns() - t0) / 1e9);
-	}
-	printf("%zu passed, %zu failed\n", passed, failed);
-	return failed ? 1 : 0;
 }

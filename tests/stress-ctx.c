@@ -29,142 +29,8 @@
 
 #include "util.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#ifndef CONC_STRESS_SCALE
-#define CONC_STRESS_SCALE 1
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRESS_TSAN 1
-#endif
-#endif
-#ifndef STRESS_TSAN
-#define STRESS_TSAN 0
-#endif
-
-/* A count at scale 1: `plain` normally, `tsan` under ThreadSanitizer. */
-#define SIZED(plain, tsan) ((size_t)(STRESS_TSAN ? (tsan) : (plain)) * (size_t)CONC_STRESS_SCALE)
-
-#if defined(__GNUC__) || defined(__clang__)
-#define STRESS_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define STRESS_PRINTF(a, b)
-#endif
-
-/* ------------------------------------------------------------ the harness */
-
-static const char *scenario_name = "";
-static uint64_t seed_base;
-static bool verbose;
-
-/* The first failure of the running scenario, printed on stderr at once (a
- * hang that follows still shows why) and in the FAIL line. */
-static atomic_int failed_flag;
-static char failed_msg[256];
-
-STRESS_PRINTF(1, 2) static void fail(const char *fmt, ...)
-{
-	int expected = 0;
-	if (!atomic_compare_exchange_strong(&failed_flag, &expected, 1))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(failed_msg, sizeof failed_msg, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "stress-ctx: %s: %s\n", scenario_name, failed_msg);
-}
-
-STRESS_PRINTF(1, 2) static void note(const char *fmt, ...)
-{
-	if (!verbose)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "  %s: ", scenario_name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
-/* splitmix64: one independent stream per thread, from the seed. */
-struct rng {
-	uint64_t s;
-};
-
-static struct rng rng_for(uint64_t stream)
-{
-	struct rng r = {seed_base ^ (stream * UINT64_C(0xd1342543de82ef95))};
-	return r;
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
-
-static size_t rng_below(struct rng *r, size_t n)
-{
-	return (size_t)(rng_next(r) % n);
-}
-
-static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	int e = pthread_create(t, NULL, fn, arg);
-	if (e) {
-		fprintf(stderr, "stress-ctx: pthread_create: %s\n", strerror(e));
-		exit(2);
-	}
-}
-
-static void join(pthread_t t)
-{
-	int e = pthread_join(t, NULL);
-	if (e) {
-		fprintf(stderr, "stress-ctx: pthread_join: %s\n", strerror(e));
-		exit(2);
-	}
-}
-
-static void barrier_init(pthread_barrier_t *b, unsigned n)
-{
-	if (pthread_barrier_init(b, NULL, n)) {
-		fprintf(stderr, "stress-ctx: pthread_barrier_init failed\n");
-		exit(2);
-	}
-}
-
-static void spin_random(struct rng *r, size_t most)
-{
-	size_t n = rng_below(r, most);
-	for (size_t i = 0; i < n; i++) {
-		conc_cpu_relax();
-		if (i % 512 == 511)
-			conc_yield();
-	}
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n, size);
-	if (!p) {
-		fprintf(stderr, "stress-ctx: out of memory\n");
-		exit(2);
-	}
-	return p;
-}
+#define STRESS_PROG "stress-ctx"
+#include "stress.h"
 
 /* ------------------------------------------------- cancel racing waiters */
 
@@ -210,8 +76,9 @@ static void *tree_waiter(void *arg)
 	return NULL;
 }
 
-static void scenario_cancel_waiters(void)
+static void scenario_cancel_waiters(size_t unused)
 {
+	(void)unused;
 	static struct tree t;
 	memset(&t, 0, sizeof t);
 	barrier_init(&t.start, TREE_WAITERS + 1);
@@ -240,7 +107,7 @@ static void scenario_cancel_waiters(void)
 		modes[mode]++;
 		pthread_barrier_wait(&t.start);
 		if (mode == 1)
-			spin_random(&rng, 4096);
+			spin_random(&rng);
 		if (mode == 2)
 			for (size_t k = 1; k < TREE_NODES; k++)
 				conc_test_wait_parked(&t.node[k].waiters, waiting[k]);
@@ -357,8 +224,9 @@ static void *churn_main(void *arg)
 	return NULL;
 }
 
-static void scenario_destroy_cancel(void)
+static void scenario_destroy_cancel(size_t unused)
 {
+	(void)unused;
 	static struct churn c;
 	memset(&c, 0, sizeof c);
 	c.iterations = 20;
@@ -472,8 +340,10 @@ static void *dl_main(void *arg)
 	return NULL;
 }
 
-static void run_deadlines(bool racing_cancel)
+/* arg 0: deadline; 1: deadline racing cancel. */
+static void scenario_deadlines(size_t arg)
 {
+	bool racing_cancel = arg != 0;
 	static struct dlround d;
 	memset(&d, 0, sizeof d);
 	barrier_init(&d.start, DL_THREADS + 1);
@@ -576,63 +446,16 @@ static void run_deadlines(bool racing_cancel)
 	     rounds, outcome[0], outcome[1], cancel_lost, split);
 }
 
-static void scenario_deadline(void)
-{
-	run_deadlines(false);
-}
-
-static void scenario_deadline_cancel(void)
-{
-	run_deadlines(true);
-}
-
 /* ----------------------------------------------------------------- main */
 
-struct scenario {
-	const char *name;
-	void (*run)(void);
-};
-
 static const struct scenario scenarios[] = {
-	{"cancel racing waiters", scenario_cancel_waiters},
-	{"destroy racing cancel", scenario_destroy_cancel},
-	{"deadline", scenario_deadline},
-	{"deadline racing cancel", scenario_deadline_cancel},
+	{"cancel racing waiters", scenario_cancel_waiters, 0},
+	{"destroy racing cancel", scenario_destroy_cancel, 0},
+	{"deadline", scenario_deadlines, 0},
+	{"deadline racing cancel", scenario_deadlines, 1},
 };
 
 int main(void)
 {
-	/* 240 s at scale 1: a hang fails the run instead of stalling CI. */
-	conc_test_watchdog("stress-ctx", 240u * CONC_STRESS_SCALE);
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	const char *env = getenv("CONC_STRESS_SEED");
-	seed_base = env ? strtoull(env, NULL, 0) : (uint64_t)conc_now_ns() ^ ((uint64_t)getpid() << 32);
-	verbose = getenv("CONC_STRESS_VERBOSE") != NULL;
-	const char *only = getenv("CONC_STRESS_ONLY");
-	fprintf(stderr, "stress-ctx: seed %#" PRIx64 ", scale %d%s\n", seed_base, CONC_STRESS_SCALE,
-		STRESS_TSAN ? ", ThreadSanitizer sizes" : "");
-	size_t passed = 0, failed = 0;
-	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
-		scenario_name = scenarios[i].name;
-		if (only && !strstr(scenario_name, only))
-			continue;
-		/* The watchdog then names the scenario that hung. */
-		static char label[128];
-		snprintf(label, sizeof label, "stress-ctx (scenario \"%s\")", scenario_name);
-		conc_test_watchdog_name = label;
-		atomic_store(&failed_flag, 0);
-		failed_msg[0] = '\0';
-		int64_t t0 = conc_now_ns();
-		scenarios[i].run();
-		if (atomic_load(&failed_flag)) {
-			printf("FAIL %s: %s (seed %#" PRIx64 ")\n", scenario_name, failed_msg, seed_base);
-			failed++;
-		} else {
-			printf("ok   %s\n", scenario_name);
-			passed++;
-		}
-		note("%.2f s", (double)(conc_now_ns() - t0) / 1e9);
-	}
-	printf("%zu passed, %zu failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return stress_main(scenarios, sizeof scenarios / sizeof scenarios[0], "");
 }
