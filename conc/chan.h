@@ -87,8 +87,9 @@ struct conc_chan {
  * conc_chan_buf_size() for run-time sizes). */
 #define CONC_CHAN_BUF_SIZE(cap, esize) ((size_t)(cap) * (8 + (((size_t)(esize) + 7) & ~(size_t)7)))
 
-/* Largest capacity: keeps one_lap and the lap count comfortably in 64 bits. */
-#define CONC_CHAN_MAX_CAP ((size_t)1 << 40)
+/* Largest capacity: keeps one_lap and the lap count comfortably in 64 bits
+ * (2^40, or SIZE_MAX where size_t is narrower). */
+#define CONC_CHAN_MAX_CAP ((size_t)(SIZE_MAX > 0xffffffffffull ? 0x10000000000ull : SIZE_MAX))
 
 /*
  * The number of ring bytes conc_chan_init needs for cap elements of esize
@@ -361,7 +362,7 @@ static inline enum conc_status conc__chan_try_send(struct conc_chan *c, const vo
 			tail = atomic_load_explicit(&c->tail, memory_order_relaxed);
 		} else {
 			/* Our tail is stale: another sender took this cell. */
-			conc_backoff_spin(&b);
+			conc_backoff_snooze(&b);
 			tail = atomic_load_explicit(&c->tail, memory_order_relaxed);
 		}
 	}
@@ -400,7 +401,7 @@ static inline enum conc_status conc__chan_try_recv(struct conc_chan *c, void *ou
 			head = atomic_load_explicit(&c->head, memory_order_relaxed);
 		} else {
 			/* Our head is stale: another receiver took this cell. */
-			conc_backoff_spin(&b);
+			conc_backoff_snooze(&b);
 			head = atomic_load_explicit(&c->head, memory_order_relaxed);
 		}
 	}
@@ -450,7 +451,7 @@ static inline enum conc_status conc__chan_try_send_bulk(struct conc_chan *c, con
 		/* S3 seq_cst, as in conc__chan_try_send(). */
 		uint64_t head = atomic_load_explicit(&c->head, memory_order_seq_cst);
 		uint64_t lt = conc__chan_lin(c, tail), lh = conc__chan_lin(c, head);
-		if (lh > lt) { /* tail is stale */
+		if (lh > lt || lt - lh > c->cap) { /* one of the two is stale */
 			tail = atomic_load_explicit(&c->tail, memory_order_relaxed);
 			continue;
 		}
@@ -569,6 +570,9 @@ static inline enum conc_status conc__chan_block(struct conc_chan *c, struct conc
 {
 	enum conc_status s;
 	struct conc_backoff b = {0};
+	/* The caller has tried once; a deadline already passed stops here. */
+	if (conc_deadline_expired(d))
+		return CONC_TIMEDOUT;
 	while (!conc_backoff_spun_out(&b)) {
 		conc_backoff_spin(&b);
 		if ((s = op->attempt(c, op)) != wouldblock)
@@ -585,6 +589,9 @@ static inline enum conc_status conc__chan_block(struct conc_chan *c, struct conc
 		conc_waitq_enqueue(q, &w);
 		/* The re-check after W1 (its seq_cst loads are S3/S4/C1). */
 		s = op->attempt(c, op);
+		/* Took or failed before parking: a wake aimed at us while still
+		 * queued went to the wrong thread and must be passed on. */
+		bool early = s != wouldblock;
 		if (s == wouldblock) {
 			if (cs == CONC_OK && ctx)
 				cs = conc_ctx_err(ctx);
@@ -605,8 +612,9 @@ static inline enum conc_status conc__chan_block(struct conc_chan *c, struct conc
 				s = CONC_TIMEDOUT;
 		}
 		if (s != wouldblock) {
-			/* Woken for room or an element we did not take: pass it on. */
-			if (woken && s != CONC_OK)
+			/* Woken for room or an element we did not take (we failed,
+			 * or our re-check had already succeeded): pass it on. */
+			if (woken && (s != CONC_OK || early))
 				conc_waitq_wake_one(q);
 			break;
 		}

@@ -1206,6 +1206,56 @@ Test(chan, greedy_recv_n_does_not_starve_a_single_receiver, .timeout = 120)
 	free_chan(c);
 }
 
+#ifdef CONC_HAVE_FUTEX
+/* Wait until some thread waits for the futex lock l, which the test holds
+ * (the futex lock's word reads 2 once a second thread has come for it). */
+static void wait_lock_contended(struct conc_lock *l)
+{
+	while (atomic_load(&l->word) != 2)
+		conc_yield();
+}
+
+/*
+ * A receiver queued on recvq whose re-check before parking already took an
+ * element can still be popped by a sender's wake meant for the next queued
+ * receiver; it must pass that wake on.  The test holds the queue locks to
+ * stop R1 in the two windows that matter: before it queues (so e1 is sent
+ * with nobody to wake) and after its re-check took e1 (blocked in its own
+ * wake of sendq, where a stand-in waiter keeps the count non-zero).  Only the
+ * futex lock shows a thread waiting for it; the fallback runs the same
+ * conc__chan_block code.
+ */
+Test(chan, a_receiver_that_took_early_passes_a_stolen_wake_on, .timeout = 120)
+{
+	struct conc_chan *c = new_chan(4, 8);
+	struct conc_waiter stand_in;
+	conc_waiter_init(&stand_in, 0);
+	conc_waitq_enqueue(&c->sendq, &stand_in);
+	conc_lock_acquire(&c->sendq.lock);
+	conc_lock_acquire(&c->recvq.lock);
+	struct op r1, r2;
+	op_start(&r1, c, OP_RECV, 1, conc_deadline_forever(), NULL, 0);
+	wait_lock_contended(&c->recvq.lock); /* R1 spun out, queuing */
+	put(c, 1);                           /* nobody queued: no wake */
+	conc_lock_release(&c->recvq.lock);   /* R1 queues, its re-check takes 1 */
+	wait_lock_contended(&c->sendq.lock); /* R1 waking sendq, still queued */
+	op_start(&r2, c, OP_RECV, 1, conc_deadline_forever(), NULL, 0);
+	conc_test_wait_parked(&c->recvq, 1); /* R2 queued behind R1, asleep */
+	put(c, 2);                           /* its wake pops the head: R1 */
+	conc_lock_release(&c->sendq.lock);
+	op_join(&r1);
+	cr_assert_eq(r1.result, CONC_OK);
+	cr_assert_eq(r1.buf[0], 1);
+	/* R1 has returned: R2 must have been woken by now, not left queued. */
+	cr_assert_eq(atomic_load(&c->recvq.count), 0u, "R2 is still queued: the wake was swallowed");
+	op_join(&r2);
+	cr_assert_eq(r2.result, CONC_OK);
+	cr_assert_eq(r2.buf[0], 2);
+	(void)conc_waitq_remove(&c->sendq, &stand_in);
+	free_chan(c);
+}
+#endif
+
 Test(chan, greedy_send_n_does_not_starve_a_single_sender, .timeout = 120)
 {
 	struct conc_chan *c = new_chan(4, 8);
