@@ -12,5 +12,6 @@
 #include "conc/waitq.h"
 #include "conc/ctx.h"
 #include "conc/chan.h"
+#include "conc/select.h"
 
 #endif /* CONC_H */

@@ -83,6 +83,28 @@ struct conc_chan {
 	CONC_ALIGNED(CONC_CACHELINE) struct conc_waitq recvq;
 };
 
+/*
+ * One case of a select (the API is in conc/select.h; the engine is here,
+ * because a blocking call on a rendezvous channel is a one-case select).
+ * Build cases with conc_select_recv/send/timer().
+ */
+#define CONC_SELECT_RECV 1
+#define CONC_SELECT_SEND 2
+#define CONC_SELECT_TIMER 3
+#define CONC_SELECT_BIASED 1u                /* flag: try cases in array order */
+#define CONC_SELECT_MAX_CASES ((size_t)1 << 24) /* case tags must fit CONC__SEL_TAG */
+
+struct conc_select_case {
+	int op;                  /* CONC_SELECT_RECV, _SEND or _TIMER */
+	struct conc_chan *chan;  /* RECV/SEND; NULL: never ready */
+	void *buf;               /* RECV: destination; SEND: the element */
+	struct conc_deadline at; /* TIMER: when it fires */
+	/* Private to the engine during a call: the case's registration on its
+	 * channel and the poll order. */
+	struct conc_waiter conc__w;
+	size_t conc__order;
+};
+
 /* Ring bytes for a channel, for static buffers (no overflow check: use
  * conc_chan_buf_size() for run-time sizes). */
 #define CONC_CHAN_BUF_SIZE(cap, esize) ((size_t)(cap) * (8 + (((size_t)(esize) + 7) & ~(size_t)7)))
@@ -93,8 +115,8 @@ struct conc_chan {
 
 /*
  * The number of ring bytes conc_chan_init needs for cap elements of esize
- * bytes, or 0 if cap or esize is 0, cap > CONC_CHAN_MAX_CAP, or the size
- * overflows size_t.
+ * bytes, or 0 if cap is 0 (a rendezvous channel has no ring), esize is 0,
+ * cap > CONC_CHAN_MAX_CAP, or the size overflows size_t.
  */
 static inline size_t conc_chan_buf_size(size_t cap, size_t esize)
 {
@@ -157,17 +179,39 @@ static inline void conc__copy(void *dst, const void *src, size_t n)
 /*
  * Initialise c with room for cap elements of esize bytes, on the caller's
  * buffer buf (8-byte aligned; cache-line alignment is faster) of bufsize >=
- * conc_chan_buf_size(cap, esize) bytes.  No allocation ever.
- * Returns CONC_OK; CONC_INVALID for NULL, cap 0 (rendezvous channels are not
- * available yet), esize 0, cap > CONC_CHAN_MAX_CAP or a misaligned buf;
- * CONC_OVERFLOW if the ring size overflows or bufsize is too small.
+ * conc_chan_buf_size(cap, esize) bytes.  No allocation ever.  cap 0 makes a
+ * rendezvous channel: no ring (buf and bufsize are ignored; pass NULL, 0);
+ * a send completes only when a receiver takes the element, copied straight
+ * from the sender's buffer to the receiver's.
+ * Returns CONC_OK; CONC_INVALID for NULL c, NULL buf with cap > 0, esize 0,
+ * cap > CONC_CHAN_MAX_CAP or a misaligned buf; CONC_OVERFLOW if the ring
+ * size overflows or bufsize is too small.
  * Not thread-safe: no other call on c may run during init.
  */
 CONC_NODISCARD static inline enum conc_status conc_chan_init(struct conc_chan *c, size_t cap, size_t esize,
 							     void *buf, size_t bufsize)
 {
-	if (!c || !buf || cap == 0 || esize == 0 || cap > CONC_CHAN_MAX_CAP || ((uintptr_t)buf & 7))
+	if (!c || (cap && !buf) || esize == 0 || cap > CONC_CHAN_MAX_CAP || ((uintptr_t)buf & 7))
 		return CONC_INVALID;
+	if (esize > SIZE_MAX - 16)
+		return CONC_OVERFLOW;
+	if (cap == 0) {
+		/* Rendezvous: no ring.  cells only marks the channel live; the
+		 * closed bit is bit 0 of tail. */
+		c->cells = (unsigned char *)c;
+		c->cap = 0;
+		c->owned = false;
+		atomic_store_explicit(&c->tail, 0, memory_order_relaxed);
+		atomic_store_explicit(&c->head, 0, memory_order_relaxed);
+		c->esize = esize;
+		c->stride = 8 + ((esize + 7) & ~(size_t)7);
+		c->mark = 1;
+		c->one_lap = 2;
+		c->lap_shift = 1;
+		conc_waitq_init(&c->sendq);
+		conc_waitq_init(&c->recvq);
+		return CONC_OK;
+	}
 	size_t need = conc_chan_buf_size(cap, esize);
 	if (need == 0 || bufsize < need)
 		return CONC_OVERFLOW;
@@ -230,18 +274,18 @@ CONC_NODISCARD static inline enum conc_status conc_chan_destroy(struct conc_chan
  */
 CONC_NODISCARD static inline enum conc_status conc_chan_new(struct conc_chan **out, size_t cap, size_t esize)
 {
-	if (!out || cap == 0 || esize == 0 || cap > CONC_CHAN_MAX_CAP)
+	if (!out || esize == 0 || cap > CONC_CHAN_MAX_CAP)
 		return CONC_INVALID;
 	size_t ring = conc_chan_buf_size(cap, esize);
 	size_t head = (sizeof(struct conc_chan) + CONC_CACHELINE - 1) & ~(size_t)(CONC_CACHELINE - 1);
-	if (ring == 0 || ring > SIZE_MAX - head - CONC_CACHELINE)
+	if ((cap && ring == 0) || ring > SIZE_MAX - head - CONC_CACHELINE || esize > SIZE_MAX - 16)
 		return CONC_OVERFLOW;
 	size_t total = (head + ring + CONC_CACHELINE - 1) & ~(size_t)(CONC_CACHELINE - 1);
 	unsigned char *mem = (unsigned char *)CONC_ALIGNED_ALLOC(CONC_CACHELINE, total);
 	if (!mem)
 		return CONC_NOMEM;
 	struct conc_chan *c = (struct conc_chan *)mem;
-	enum conc_status s = conc_chan_init(c, cap, esize, mem + head, ring);
+	enum conc_status s = conc_chan_init(c, cap, esize, cap ? mem + head : NULL, ring);
 	CONC_ASSERT(s == CONC_OK);
 	(void)s;
 	c->owned = true;
@@ -302,7 +346,7 @@ static inline bool conc_chan_is_closed(struct conc_chan *c)
  * snapshot that may be stale by the time it returns.  0 for NULL. */
 static inline size_t conc_chan_len(struct conc_chan *c)
 {
-	if (!c || !c->cells)
+	if (!c || !c->cells || c->cap == 0)
 		return 0;
 	for (;;) {
 		/* seq_cst: a consistent (tail, head) pair needs tail unchanged
@@ -407,6 +451,78 @@ static inline enum conc_status conc__chan_try_recv(struct conc_chan *c, void *ou
 	}
 }
 
+/* -------------------------------------------------------------- rendezvous */
+
+/*
+ * A rendezvous channel (capacity 0) has no ring: its two queues hold the
+ * blocked senders and receivers, every one a select waiter (a blocking call
+ * is a one-case select), and sendq's lock guards both queues and the closed
+ * bit.  An operation that finds a waiting partner claims the partner's state
+ * word (CONC__SEL_WAITING -> BUSY), copies the element between the two
+ * callers' buffers, and publishes CONC__SEL_DONE | tag; the partner, which
+ * never leaves while its word is BUSY, then returns.
+ */
+
+/* One attempt, not registered anywhere: hand over to a waiting partner.
+ * Returns CONC_OK, CONC_CLOSED, or CONC_FULL/CONC_EMPTY if nobody waits. */
+static inline enum conc_status conc__rdv_try(struct conc_chan *c, bool send, void *buf)
+{
+	struct conc_waitq *peers = send ? &c->recvq : &c->sendq;
+	enum conc_status s = send ? CONC_FULL : CONC_EMPTY;
+	/* W2 seq_cst: pairs with W1 when a partner registers; one that is not
+	 * counted yet re-checks under the lock after registering and finds
+	 * us (if we are registering) or is simply later than this try. */
+	if (atomic_load_explicit(&peers->count, memory_order_seq_cst) == 0)
+		/* Relaxed: close sets the bit before it wakes anyone; a try
+		 * racing with close may order either way. */
+		return (atomic_load_explicit(&c->tail, memory_order_relaxed) & c->mark) ? CONC_CLOSED : s;
+	struct conc__kicks k;
+	k.n = 0;
+	conc_lock_acquire(&c->sendq.lock);
+	/* Relaxed: the bit is written under this lock. */
+	if (atomic_load_explicit(&c->tail, memory_order_relaxed) & c->mark) {
+		s = CONC_CLOSED;
+	} else {
+		for (struct conc_waiter *w = peers->head; w; w = w->next) {
+			if (!conc__waiter_claim(w, CONC__SEL_BUSY))
+				continue; /* claimed through another case, or gave up */
+			if (send)
+				conc__copy(w->buf, buf, c->esize);
+			else
+				conc__copy(buf, w->buf, c->esize);
+			_Atomic(uint32_t) *claim = w->claim;
+			uint32_t tag = w->tag;
+			conc__waitq_take(peers, w, &k);
+			/* C4 release: the copy is done; pairs with C3 in
+			 * conc__select_wait().  The partner may return after this. */
+			atomic_store_explicit(claim, CONC__SEL_DONE | tag, memory_order_release);
+			s = CONC_OK;
+			break;
+		}
+	}
+	conc_lock_release(&c->sendq.lock);
+	conc__waitq_kick_all(&k);
+	return s;
+}
+
+/* Close a rendezvous channel: set the bit and wake every waiter to retry. */
+static inline enum conc_status conc__rdv_close(struct conc_chan *c)
+{
+	struct conc__kicks k;
+	k.n = 0;
+	conc_lock_acquire(&c->sendq.lock);
+	/* S5 seq_cst, as for a ring: lock-free readers (conc__rdv_try's fast
+	 * path, is_closed) see the bit in the same order as the counts. */
+	uint64_t old = atomic_fetch_or_explicit(&c->tail, c->mark, memory_order_seq_cst);
+	if (!(old & c->mark)) {
+		(void)conc__waitq_wake_locked(&c->sendq, SIZE_MAX, &k);
+		(void)conc__waitq_wake_locked(&c->recvq, SIZE_MAX, &k);
+	}
+	conc_lock_release(&c->sendq.lock);
+	conc__waitq_kick_all(&k);
+	return (old & c->mark) ? CONC_CLOSED : CONC_OK;
+}
+
 /*
  * Send a copy of the element at elem (conc_chan_elem_size() bytes) if there
  * is room, without blocking.  Returns CONC_OK, CONC_FULL, CONC_CLOSED, or
@@ -416,6 +532,8 @@ CONC_NODISCARD static inline enum conc_status conc_chan_try_send(struct conc_cha
 {
 	if (CONC__UNLIKELY(!c || !elem || !c->cells))
 		return CONC_INVALID;
+	if (CONC__UNLIKELY(c->cap == 0))
+		return conc__rdv_try(c, true, (void *)(uintptr_t)elem);
 	return conc__chan_try_send(c, elem);
 }
 
@@ -427,6 +545,8 @@ CONC_NODISCARD static inline enum conc_status conc_chan_try_recv(struct conc_cha
 {
 	if (CONC__UNLIKELY(!c || !out || !c->cells))
 		return CONC_INVALID;
+	if (CONC__UNLIKELY(c->cap == 0))
+		return conc__rdv_try(c, false, out);
 	return conc__chan_try_recv(c, out);
 }
 
@@ -623,6 +743,304 @@ static inline enum conc_status conc__chan_block(struct conc_chan *c, struct conc
 	return s;
 }
 
+/* ------------------------------------------------------ the select engine */
+
+/* Whether a ring send (or receive) could proceed now: the select's re-check
+ * after registering.  May say yes spuriously, never no wrongly. */
+static inline bool conc__chan_ready(struct conc_chan *c, bool send)
+{
+	/* S3/S4 seq_cst: read after W1, as a blocked sender's or receiver's
+	 * re-check (see conc__chan_try_send() and conc__chan_try_recv()). */
+	uint64_t tail = atomic_load_explicit(&c->tail, memory_order_seq_cst);
+	uint64_t head = atomic_load_explicit(&c->head, memory_order_seq_cst);
+	if (tail & c->mark)
+		return true;
+	uint64_t lt = conc__chan_lin(c, tail), lh = conc__chan_lin(c, head);
+	if (lh > lt)
+		return true; /* tail read before head moved past it: look again */
+	return send ? lt - lh < c->cap : lt != lh;
+}
+
+/* Per-thread xorshift64 for the poll order; quality is ample for fairness. */
+static inline size_t conc__rand_below(size_t n)
+{
+	static CONC__THREAD_LOCAL uint64_t x;
+	if (CONC__UNLIKELY(x == 0))
+		x = ((uint64_t)(uintptr_t)&x ^ (uint64_t)conc_now_ns()) | 1;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return (size_t)(((x >> 32) * (uint64_t)n) >> 32);
+}
+
+/* One attempt at case k while unregistered: CONC_OK or CONC_CLOSED if it
+ * happened, else CONC_WOULDBLOCK. */
+static inline enum conc_status conc__select_try_case(struct conc_select_case *k)
+{
+	struct conc_chan *c = k->chan;
+	enum conc_status s;
+	if (k->op == CONC_SELECT_TIMER)
+		return conc_deadline_expired(k->at) ? CONC_OK : CONC_WOULDBLOCK;
+	if (!c)
+		return CONC_WOULDBLOCK;
+	if (k->op == CONC_SELECT_SEND)
+		s = c->cap ? conc__chan_try_send(c, k->buf) : conc__rdv_try(c, true, k->buf);
+	else
+		s = c->cap ? conc__chan_try_recv(c, k->buf) : conc__rdv_try(c, false, k->buf);
+	return s == CONC_FULL || s == CONC_EMPTY ? CONC_WOULDBLOCK : s;
+}
+
+static inline enum conc_status conc__select_try_all(struct conc_select_case *cs, size_t n, size_t *chosen)
+{
+	for (size_t j = 0; j < n; j++) {
+		size_t i = cs[j].conc__order;
+		enum conc_status s = conc__select_try_case(&cs[i]);
+		if (s != CONC_WOULDBLOCK) {
+			*chosen = i;
+			return s;
+		}
+	}
+	return CONC_WOULDBLOCK;
+}
+
+/*
+ * Register case i's waiter on its channel (state: the select's word), then
+ * re-check.  Returns true if the case looks ready: the caller must then give
+ * up this round (claim its own word) and retry unregistered.
+ *
+ * On a rendezvous channel, two selects registering at once could each see
+ * the other waiting; if both gave up, both could retry in lockstep forever.
+ * So only the one whose state word has the lower address gives up (and then
+ * completes with the other from its retry); the higher one wakes the lower
+ * one, in case it registered first and is parked, and stays.
+ */
+static inline bool conc__select_register(struct conc_select_case *k, uint32_t tag, _Atomic(uint32_t) *state)
+{
+	struct conc_chan *c = k->chan;
+	bool send = k->op == CONC_SELECT_SEND;
+	struct conc_waiter *w = &k->conc__w;
+	conc_waiter_init(w, 0);
+	w->claim = state;
+	w->tag = tag;
+	w->buf = k->buf;
+	if (c->cap) {
+		conc_waitq_enqueue(send ? &c->sendq : &c->recvq, w);
+		return conc__chan_ready(c, send);
+	}
+	struct conc_waitq *peers = send ? &c->recvq : &c->sendq;
+	struct conc__kicks kicks;
+	kicks.n = 0;
+	bool ready = false;
+	conc_lock_acquire(&c->sendq.lock);
+	conc__waitq_link(send ? &c->sendq : &c->recvq, w);
+	/* Relaxed: the bit is written under this lock. */
+	if (atomic_load_explicit(&c->tail, memory_order_relaxed) & c->mark) {
+		ready = true;
+	} else {
+		for (struct conc_waiter *p = peers->head; p; p = p->next) {
+			/* Relaxed: a hint; every decision on it is made by a CAS. */
+			if (p->claim == state || atomic_load_explicit(p->claim, memory_order_relaxed) != CONC__SEL_WAITING)
+				continue;
+			if ((uintptr_t)state < (uintptr_t)p->claim)
+				ready = true;
+			else if (conc__waiter_claim(p, CONC__SEL_WOKEN | p->tag))
+				conc__waitq_take(peers, p, &kicks);
+			break;
+		}
+	}
+	conc_lock_release(&c->sendq.lock);
+	conc__waitq_kick_all(&kicks);
+	return ready;
+}
+
+static inline void conc__select_unregister(struct conc_select_case *k)
+{
+	struct conc_waiter *w = &k->conc__w;
+	struct conc_chan *c = k->chan;
+	struct conc_waitq *q = k->op == CONC_SELECT_SEND ? &c->sendq : &c->recvq;
+	if (c->cap) {
+		(void)conc_waitq_remove(q, w);
+	} else {
+		conc_lock_acquire(&c->sendq.lock);
+		if (!w->woken)
+			conc__waitq_unlink(q, w);
+		conc_lock_release(&c->sendq.lock);
+	}
+	w->claim = NULL;
+}
+
+/*
+ * Register on every channel, re-check, and park until something claims the
+ * select's word or it must give up (ready case seen, ctx done, deadline or a
+ * timer passed).  Returns the final word: DONE | i (a partner completed case
+ * i), WOKEN | i (retry; i == CONC__SEL_TAG for the context), or ABORTED.
+ * Every registration is removed before it returns.
+ */
+static inline uint32_t conc__select_wait(struct conc_select_case *cs, size_t n, struct conc_deadline until,
+					 struct conc_ctx *ctx)
+{
+	_Atomic(uint32_t) state;
+	atomic_init(&state, CONC__SEL_WAITING);
+	bool give_up = false;
+	for (size_t i = 0; i < n && !give_up; i++)
+		if (cs[i].chan && cs[i].op != CONC_SELECT_TIMER)
+			give_up = conc__select_register(&cs[i], (uint32_t)i, &state);
+	struct conc_waiter cw;
+	conc_waiter_init(&cw, 0);
+	cw.claim = &state;
+	cw.tag = CONC__SEL_TAG;
+	if (conc_ctx_watch(ctx, &cw) != CONC_OK)
+		give_up = true;
+	struct conc_backoff b = {0};
+	uint32_t st;
+	for (;;) {
+		/* C3 acquire: pairs with C2 (a claim: what the waker changed is
+		 * visible) and C4 (a hand-off: the element is in place). */
+		st = atomic_load_explicit(&state, memory_order_acquire);
+		if (st != CONC__SEL_WAITING)
+			break;
+		if (give_up || (ctx && conc_ctx_err(ctx) != CONC_OK) || conc_deadline_expired(until)) {
+			/* C3 acquire on failure, as above (on success
+			 * nothing is read). */
+			if (atomic_compare_exchange_strong_explicit(&state, &st, CONC__SEL_ABORTED,
+								    memory_order_acquire, memory_order_acquire))
+				st = CONC__SEL_ABORTED;
+			break;
+		}
+		if (!conc_backoff_spun_out(&b))
+			conc_backoff_spin(&b);
+		else
+			conc_parker_park_until(conc_parker_self(), until);
+	}
+	/* A partner is copying: it finishes without blocking. */
+	while (st == CONC__SEL_BUSY) {
+		conc_backoff_snooze(&b);
+		/* C3 acquire, as above. */
+		st = atomic_load_explicit(&state, memory_order_acquire);
+	}
+	conc_ctx_unwatch(ctx, &cw);
+	for (size_t i = 0; i < n; i++)
+		if (cs[i].conc__w.claim)
+			conc__select_unregister(&cs[i]);
+	return st;
+}
+
+/* Validate cases; say whether anything could ever end a blocking wait. */
+static inline enum conc_status conc__select_check(struct conc_select_case *cs, size_t n, bool *can_end,
+						  bool *has_ring)
+{
+	if ((n && !cs) || n > CONC_SELECT_MAX_CASES)
+		return CONC_INVALID;
+	for (size_t i = 0; i < n; i++) {
+		struct conc_select_case *k = &cs[i];
+		k->conc__w.claim = NULL;
+		if (k->op == CONC_SELECT_TIMER) {
+			*can_end = *can_end || !conc_deadline_is_forever(k->at);
+		} else if (k->op == CONC_SELECT_RECV || k->op == CONC_SELECT_SEND) {
+			if (!k->chan)
+				continue;
+			if (!k->buf || !k->chan->cells)
+				return CONC_INVALID;
+			*can_end = true;
+			*has_ring = *has_ring || k->chan->cap;
+		} else {
+			return CONC_INVALID;
+		}
+	}
+	return CONC_OK;
+}
+
+/* The earliest timer of the cases, folded into d. */
+static inline struct conc_deadline conc__select_until(struct conc_select_case *cs, size_t n,
+						      struct conc_deadline d, struct conc_ctx *ctx)
+{
+	d = conc_deadline_min(d, conc_ctx_deadline(ctx));
+	for (size_t i = 0; i < n; i++)
+		if (cs[i].op == CONC_SELECT_TIMER)
+			d = conc_deadline_min(d, cs[i].at);
+	return d;
+}
+
+/*
+ * The engine under conc_select_until() (see conc/select.h for the contract)
+ * and under blocking calls on rendezvous channels.
+ *
+ * Round: try every case in poll order; if none happened, spin a little (when
+ * a ring channel is involved: a partner may be about to act), then register
+ * and wait.  A wake-up through a ring channel's queue that this select does
+ * not use (it took another case, or nothing) is passed on to that queue, as
+ * for any woken waiter that gives up.
+ */
+static inline enum conc_status conc__chan_select(struct conc_select_case *cs, size_t n, unsigned flags,
+						 struct conc_deadline d, struct conc_ctx *ctx, size_t *chosen)
+{
+	size_t i = n;
+	bool can_end = ctx || !conc_deadline_is_forever(d), has_ring = false;
+	enum conc_status s = conc__select_check(cs, n, &can_end, &has_ring);
+	if (s == CONC_OK && !can_end)
+		s = CONC_INVALID; /* would wait forever */
+	if (s == CONC_OK && ctx)
+		s = conc_ctx_err(ctx);
+	if (s != CONC_OK) {
+		if (chosen)
+			*chosen = n;
+		return s;
+	}
+	for (size_t j = 0; j < n; j++) {
+		/* Inside-out Fisher-Yates: a uniformly random permutation. */
+		size_t r = flags & CONC_SELECT_BIASED ? j : conc__rand_below(j + 1);
+		cs[j].conc__order = cs[r].conc__order;
+		cs[r].conc__order = j;
+	}
+	struct conc_deadline until = conc__select_until(cs, n, d, ctx);
+	struct conc_backoff b = {0};
+	size_t woke = n; /* a ring case whose queue woke us: pass it on unless used */
+	for (;;) {
+		s = conc__select_try_all(cs, n, &i);
+		if (woke != n && (s == CONC_WOULDBLOCK || i != woke))
+			conc_waitq_wake_one(cs[woke].op == CONC_SELECT_SEND ? &cs[woke].chan->sendq
+									    : &cs[woke].chan->recvq);
+		woke = n;
+		if (s != CONC_WOULDBLOCK)
+			break;
+		i = n;
+		if (ctx && (s = conc_ctx_err(ctx)) != CONC_OK)
+			break;
+		if (conc_deadline_expired(d)) {
+			s = CONC_TIMEDOUT;
+			break;
+		}
+		if (has_ring && !conc_backoff_spun_out(&b)) {
+			conc_backoff_spin(&b);
+			continue;
+		}
+		uint32_t st = conc__select_wait(cs, n, until, ctx);
+		uint32_t tag = st & CONC__SEL_TAG;
+		if ((st & ~CONC__SEL_TAG) == CONC__SEL_DONE) {
+			i = tag;
+			s = CONC_OK;
+			break;
+		}
+		if ((st & ~CONC__SEL_TAG) == CONC__SEL_WOKEN && tag != CONC__SEL_TAG && cs[tag].chan->cap)
+			woke = tag;
+	}
+	if (chosen)
+		*chosen = i;
+	return s;
+}
+
+/* A blocking call on a rendezvous channel: a one-case select. */
+static inline enum conc_status conc__rdv_block(struct conc_chan *c, bool send, void *buf, struct conc_deadline d,
+					       struct conc_ctx *ctx)
+{
+	struct conc_select_case k;
+	memset(&k, 0, sizeof k);
+	k.op = send ? CONC_SELECT_SEND : CONC_SELECT_RECV;
+	k.chan = c;
+	k.buf = buf;
+	return conc__chan_select(&k, 1, CONC_SELECT_BIASED, d, ctx, NULL);
+}
+
 /* What every call that may block checks first: a done context wins. */
 static inline enum conc_status conc__chan_check(struct conc_chan *c, const void *p, struct conc_ctx *ctx)
 {
@@ -644,6 +1062,8 @@ CONC_NODISCARD static inline enum conc_status conc_chan_send_until(struct conc_c
 	enum conc_status s = conc__chan_check(c, elem, ctx);
 	if (s != CONC_OK)
 		return s;
+	if (CONC__UNLIKELY(c->cap == 0))
+		return conc__rdv_block(c, true, (void *)(uintptr_t)elem, d, ctx);
 	s = conc__chan_try_send(c, elem);
 	if (CONC__LIKELY(s != CONC_FULL))
 		return s;
@@ -660,6 +1080,8 @@ CONC_NODISCARD static inline enum conc_status conc_chan_recv_until(struct conc_c
 	enum conc_status s = conc__chan_check(c, out, ctx);
 	if (s != CONC_OK)
 		return s;
+	if (CONC__UNLIKELY(c->cap == 0))
+		return conc__rdv_block(c, false, out, d, ctx);
 	s = conc__chan_try_recv(c, out);
 	if (CONC__LIKELY(s != CONC_EMPTY))
 		return s;
@@ -689,9 +1111,18 @@ static inline enum conc_status conc__chan_bulk(struct conc_chan *c, void *buf, s
 	struct conc__chan_op op = {send ? conc__chan_op_send : conc__chan_op_recv, buf, n, 0, all};
 	enum conc_status s = block ? conc__chan_check(c, buf, ctx)
 				   : (!c || !buf || !c->cells ? CONC_INVALID : CONC_OK);
-	if (s == CONC_OK && all && n > c->cap)
+	if (s == CONC_OK && all && n > (c->cap ? c->cap : 1))
 		s = CONC_INVALID; /* could never succeed */
-	if (s == CONC_OK && n > 0) {
+	if (s == CONC_OK && n > 0 && c->cap == 0) {
+		/* Rendezvous: one element at a time, the first one as asked
+		 * (blocking or not), the rest of a burst only to partners
+		 * already waiting. */
+		unsigned char *p = (unsigned char *)buf;
+		s = block ? conc__rdv_block(c, send, p, d, ctx) : conc__rdv_try(c, send, p);
+		op.done = s == CONC_OK;
+		while (s == CONC_OK && op.done < n && conc__rdv_try(c, send, p + op.done * c->esize) == CONC_OK)
+			op.done++;
+	} else if (s == CONC_OK && n > 0) {
 		enum conc_status wouldblock = send ? CONC_FULL : CONC_EMPTY;
 		s = op.attempt(c, &op);
 		if (s == wouldblock && block)
@@ -818,6 +1249,8 @@ static inline enum conc_status conc_chan_close(struct conc_chan *c)
 {
 	if (!c || !c->cells)
 		return CONC_INVALID;
+	if (c->cap == 0)
+		return conc__rdv_close(c);
 	/* S5 seq_cst: the state change of the waitq handshake for both queues
 	 * (blocked threads re-check with S3/S4). */
 	uint64_t old = atomic_fetch_or_explicit(&c->tail, c->mark, memory_order_seq_cst);

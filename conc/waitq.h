@@ -33,6 +33,13 @@
  * ordinary waiter, so a greedy waiter that cannot proceed yet never holds
  * up one that could.
  *
+ * A select (conc/select.h) puts one waiter per case on several queues, all
+ * pointing at one state word (claim).  A waker must win that word with a
+ * CAS (CONC__SEL_WAITING -> CONC__SEL_WOKEN | tag) before it may dequeue
+ * and wake such a waiter; if the CAS fails, the select has already been
+ * claimed through another queue (or gave up) and the waker skips it and
+ * wakes the next one, so no wake-up is spent on it.
+ *
  * Progress: blocking (a short lock on the slow path).  Any thread may call
  * anything here; a waiter struct belongs to one thread at a time.
  */
@@ -45,11 +52,25 @@ extern "C" {
 
 #define CONC_WAITER_GREEDY 1u
 
+/* A select's state word (struct conc_waiter.claim): WAITING until one
+ * thing claims it.  The low 30 bits of WOKEN and DONE carry the case tag. */
+#define CONC__SEL_WAITING 0u
+#define CONC__SEL_WOKEN 0x40000000u   /* | tag: woken through case tag, retry */
+#define CONC__SEL_DONE 0x80000000u    /* | tag: a partner completed case tag */
+#define CONC__SEL_BUSY 0xC0000000u    /* a partner is completing a case now */
+#define CONC__SEL_ABORTED 0xC0000001u /* the owner gave up this round */
+#define CONC__SEL_TAG 0x3FFFFFFFu
+
 struct conc_waiter {
 	struct conc_waiter *next, *prev; /* under the queue lock */
 	struct conc_parker *parker;      /* the owner's; set at init */
 	unsigned flags;                  /* CONC_WAITER_*; set at init */
 	bool woken;                      /* under the queue lock */
+	/* Select only (NULL otherwise): the select's state word, this
+	 * waiter's case tag, and the case's element buffer. */
+	_Atomic(uint32_t) *claim;
+	uint32_t tag;
+	void *buf;
 };
 
 struct conc_waitq {
@@ -79,6 +100,23 @@ static inline void conc_waiter_init(struct conc_waiter *w, unsigned flags)
 	w->parker = conc_parker_self();
 	w->flags = flags;
 	w->woken = false;
+	w->claim = NULL;
+	w->tag = 0;
+	w->buf = NULL;
+}
+
+/* Win w's select for value (a waker's or partner's claim); plain waiters
+ * always win.  Under the queue lock, while w is queued (so alive). */
+static inline bool conc__waiter_claim(struct conc_waiter *w, uint32_t value)
+{
+	if (!w->claim)
+		return true;
+	uint32_t expected = CONC__SEL_WAITING;
+	/* C2 acq_rel: release publishes what the claimer did before (the state
+	 * change it wakes for); pairs with C3 in the select's wait.  Acquire:
+	 * the select's registration is visible. */
+	return atomic_compare_exchange_strong_explicit(w->claim, &expected, value, memory_order_acq_rel,
+						       memory_order_relaxed);
 }
 
 /* Whether anyone waits (a hint; W2 ordering as in wake_one). */
@@ -88,12 +126,9 @@ static inline bool conc_waitq_has_waiters(struct conc_waitq *q)
 	return atomic_load_explicit(&q->count, memory_order_seq_cst) != 0;
 }
 
-/* Queue w (not queued already).  The caller must re-check its condition
- * with a seq_cst load before parking, and always finish with
- * conc_waitq_remove(). */
-static inline void conc_waitq_enqueue(struct conc_waitq *q, struct conc_waiter *w)
+/* Append w to q (lock held). */
+static inline void conc__waitq_link(struct conc_waitq *q, struct conc_waiter *w)
 {
-	conc_lock_acquire(&q->lock);
 	w->woken = false;
 	w->next = NULL;
 	w->prev = q->tail;
@@ -105,6 +140,15 @@ static inline void conc_waitq_enqueue(struct conc_waitq *q, struct conc_waiter *
 	/* W1 seq_cst: the waiter's half of the handshake; pairs with W2 in
 	 * conc_waitq_wake_*() (see the header comment). */
 	atomic_fetch_add_explicit(&q->count, 1, memory_order_seq_cst);
+}
+
+/* Queue w (not queued already).  The caller must re-check its condition
+ * with a seq_cst load before parking, and always finish with
+ * conc_waitq_remove(). */
+static inline void conc_waitq_enqueue(struct conc_waitq *q, struct conc_waiter *w)
+{
+	conc_lock_acquire(&q->lock);
+	conc__waitq_link(q, w);
 	conc_lock_release(&q->lock);
 }
 
@@ -142,12 +186,10 @@ struct conc__kicks {
 	struct conc_parker *p[16];
 };
 
-/* Dequeue the head waiter and give it a token (lock held). */
-static inline struct conc_waiter *conc__waitq_pop(struct conc_waitq *q, struct conc__kicks *k)
+/* Dequeue w (already claimed) and give it a token (lock held); k collects
+ * the wake-up system calls to make once the lock is dropped. */
+static inline void conc__waitq_take(struct conc_waitq *q, struct conc_waiter *w, struct conc__kicks *k)
 {
-	struct conc_waiter *w = q->head;
-	if (!w)
-		return NULL;
 	conc__waitq_unlink(q, w);
 	w->woken = true;
 	if (conc__parker_notify(w->parker)) {
@@ -156,13 +198,30 @@ static inline struct conc_waiter *conc__waitq_pop(struct conc_waitq *q, struct c
 		else
 			k->p[k->n++] = w->parker;
 	}
-	return w;
 }
 
 static inline void conc__waitq_kick_all(struct conc__kicks *k)
 {
 	for (size_t i = 0; i < k->n; i++)
 		conc__parker_kick(k->p[i]);
+}
+
+/* Wake up to n ordinary waiters of q, in queue order (lock held): skip a
+ * select already claimed elsewhere.  Returns the number woken. */
+static inline size_t conc__waitq_wake_locked(struct conc_waitq *q, size_t n, struct conc__kicks *k)
+{
+	size_t woken = 0, ordinary = 0;
+	struct conc_waiter *w = q->head, *next;
+	for (; w && ordinary < n; w = next) {
+		next = w->next;
+		if (!conc__waiter_claim(w, CONC__SEL_WOKEN | w->tag))
+			continue;
+		conc__waitq_take(q, w, k);
+		woken++;
+		if (!(w->flags & CONC_WAITER_GREEDY))
+			ordinary++;
+	}
+	return woken;
 }
 
 /*
@@ -177,16 +236,8 @@ static inline size_t conc_waitq_wake_n(struct conc_waitq *q, size_t n)
 		return 0;
 	struct conc__kicks k;
 	k.n = 0;
-	size_t woken = 0, ordinary = 0;
 	conc_lock_acquire(&q->lock);
-	while (ordinary < n) {
-		struct conc_waiter *w = conc__waitq_pop(q, &k);
-		if (!w)
-			break;
-		woken++;
-		if (!(w->flags & CONC_WAITER_GREEDY))
-			ordinary++;
-	}
+	size_t woken = conc__waitq_wake_locked(q, n, &k);
 	conc_lock_release(&q->lock);
 	conc__waitq_kick_all(&k);
 	return woken;

@@ -149,7 +149,9 @@ Test(chan, init_rejects_bad_arguments, .timeout = 120)
 
 	cr_assert_eq(conc_chan_init(NULL, 4, 8, buf, sizeof buf), CONC_INVALID);
 	cr_assert_eq(conc_chan_init(&c, 4, 8, NULL, sizeof buf), CONC_INVALID);
-	cr_assert_eq(conc_chan_init(&c, 0, 8, buf, sizeof buf), CONC_INVALID, "cap 0");
+	cr_assert_eq(conc_chan_init(&c, 0, 0, NULL, 0), CONC_INVALID, "rendezvous, esize 0");
+	cr_assert_eq(conc_chan_init(&c, 0, 8, buf + 4, 0), CONC_INVALID, "rendezvous, misaligned buf");
+	cr_assert_eq(conc_chan_init(&c, 0, SIZE_MAX, NULL, 0), CONC_OVERFLOW, "rendezvous, huge esize");
 	cr_assert_eq(conc_chan_init(&c, 4, 0, buf, sizeof buf), CONC_INVALID, "esize 0");
 	cr_assert_eq(conc_chan_init(&c, 4, 8, buf + 1, sizeof buf - 1), CONC_INVALID, "misaligned by 1");
 	cr_assert_eq(conc_chan_init(&c, 4, 8, buf + 4, sizeof buf - 4), CONC_INVALID, "misaligned by 4");
@@ -211,7 +213,8 @@ Test(chan, new_rejects_bad_arguments, .timeout = 120)
 	struct conc_chan *const sentinel = (struct conc_chan *)(uintptr_t)0x1000;
 	struct conc_chan *c = sentinel;
 	cr_assert_eq(conc_chan_new(NULL, 4, 8), CONC_INVALID);
-	cr_assert_eq(conc_chan_new(&c, 0, 8), CONC_INVALID);
+	cr_assert_eq(conc_chan_new(&c, 0, 0), CONC_INVALID);
+	cr_assert_eq(conc_chan_new(&c, 0, SIZE_MAX), CONC_OVERFLOW);
 	cr_assert_eq(conc_chan_new(&c, 4, 0), CONC_INVALID);
 	cr_assert_eq(conc_chan_new(&c, CONC_CHAN_MAX_CAP + 1, 8), CONC_INVALID);
 	cr_assert_eq(conc_chan_new(&c, 4, SIZE_MAX), CONC_OVERFLOW);
@@ -1380,7 +1383,6 @@ Test(chan, typed_wrapper_every_function, .timeout = 120)
 	struct pointchan *const sentinel = (struct pointchan *)(uintptr_t)0x1000;
 	struct pointchan *pp = sentinel;
 	cr_assert_eq(pointchan_new(NULL, 2), CONC_INVALID);
-	cr_assert_eq(pointchan_new(&pp, 0), CONC_INVALID);
 	cr_assert_eq(pp, sentinel);
 	cr_assert_eq(pointchan_new(&pp, 2), CONC_OK);
 	cr_assert_neq(pp, sentinel);

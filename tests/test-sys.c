@@ -486,7 +486,7 @@ Test(sys, strerror_names_every_status, .timeout = 120)
 	static const char *const names[] = {
 		"CONC_OK",      "CONC_CLOSED",   "CONC_FULL",     "CONC_EMPTY",
 		"CONC_TIMEDOUT", "CONC_CANCELED", "CONC_INVALID",  "CONC_NOMEM",
-		"CONC_OVERFLOW", "CONC_BUSY",     "CONC_REJECTED", "CONC_UNSUPPORTED",
+		"CONC_OVERFLOW", "CONC_BUSY",     "CONC_REJECTED", "CONC_UNSUPPORTED", "CONC_WOULDBLOCK",
 	};
 	cr_assert_eq(sizeof names / sizeof names[0], (size_t)CONC_STATUS_COUNT__,
 		     "a status was added: name it here too");

@@ -59,6 +59,36 @@ static inline void conc_test_wait_parked(struct conc_waitq *q, size_t n)
 		conc_yield();
 }
 
+/* The lock that guards a channel queue: a rendezvous channel (capacity 0)
+ * guards both of its queues with sendq's lock. */
+static inline struct conc_lock *conc_test_queue_lock(struct conc_chan *c, struct conc_waitq *q)
+{
+	return c->cap == 0 ? &c->sendq.lock : &q->lock;
+}
+
+/* conc_test_parked() for a channel's queue: senders (send) or receivers,
+ * plain or select waiters alike. */
+static inline size_t conc_test_chan_parked(struct conc_chan *c, bool send)
+{
+	struct conc_waitq *q = send ? &c->sendq : &c->recvq;
+	struct conc_lock *l = conc_test_queue_lock(c, q);
+	size_t n = 0;
+	conc_lock_acquire(l);
+	for (struct conc_waiter *w = q->head; w; w = w->next)
+		if (atomic_load_explicit(&w->parker->state, memory_order_relaxed) == CONC__PARK_PARKED)
+			n++;
+	conc_lock_release(l);
+	return n;
+}
+
+/* Wait (yielding) until at least n senders (send) or receivers of c are
+ * parked; works for rendezvous channels and for select waiters. */
+static inline void conc_test_wait_chan_parked(struct conc_chan *c, bool send, size_t n)
+{
+	while (conc_test_chan_parked(c, send) < n)
+		conc_yield();
+}
+
 /* Items are (producer << 40 | sequence). */
 #define CONC_TEST_ITEM(p, i) (((uint64_t)(p) << 40) | (uint64_t)(i))
 #define CONC_TEST_PRODUCER(v) ((size_t)((v) >> 40))
