@@ -41,6 +41,12 @@
  * the position, the copy, one store to the stamp, one load of the waiter
  * count.  A parked thread uses no CPU.
  *
+ * Capacity 0 is a rendezvous channel (Go's unbuffered channel): no ring; a
+ * send completes only when a receiver takes the element, which is copied
+ * straight from the sender's buffer into the receiver's.  Blocked parties
+ * wait in the channel's queues as one-case selects (see "the select engine"
+ * below); that path takes the channel's one lock briefly.
+ *
  * Progress: try operations are lock-free except for the in-flight wait
  * above; blocking ones block.  Any number of threads may send, receive and
  * close concurrently.  Memory: capacity * (8 + element size rounded up to 8)
@@ -919,9 +925,16 @@ static inline uint32_t conc__select_wait(struct conc_select_case *cs, size_t n, 
 		st = atomic_load_explicit(&state, memory_order_acquire);
 	}
 	conc_ctx_unwatch(ctx, &cw);
-	for (size_t i = 0; i < n; i++)
-		if (cs[i].conc__w.claim)
+	for (size_t i = 0; i < n; i++) {
+		if (!cs[i].conc__w.claim)
+			continue;
+		if (st == (CONC__SEL_DONE | (uint32_t)i))
+			/* The partner dequeued it before C4 (which our C3
+			 * synchronised with) and never touches it again. */
+			cs[i].conc__w.claim = NULL;
+		else
 			conc__select_unregister(&cs[i]);
+	}
 	return st;
 }
 

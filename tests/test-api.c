@@ -164,3 +164,41 @@ Test(api, typed, .timeout = 60)
 	cr_assert_eq(api_u64chan_recv(c, &v), CONC_CLOSED);
 	cr_assert_eq(api_u64chan_free(c), CONC_OK);
 }
+
+Test(api, rendezvous_and_select, .timeout = 60)
+{
+	struct conc_chan r, *b = NULL;
+	cr_assert_eq(conc_chan_buf_size(0, 8), 0u, "a rendezvous channel has no ring");
+	cr_assert_eq(conc_chan_init(&r, 0, 8, NULL, 0), CONC_OK);
+	cr_assert_eq(conc_chan_cap(&r), 0u);
+	cr_assert_eq(conc_chan_len(&r), 0u);
+	uint64_t v = 5, out = 0;
+	cr_assert_eq(conc_chan_try_send(&r, &v), CONC_FULL, "no receiver waits");
+	cr_assert_eq(conc_chan_try_recv(&r, &out), CONC_EMPTY, "no sender waits");
+	cr_assert_eq(conc_chan_send_until(&r, &v, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_chan_new(&b, 2, 8), CONC_OK);
+
+	struct conc_select_case cs[] = {
+		conc_select_recv(&r, &out),
+		conc_select_send(b, &v),
+		conc_select_timer(conc_deadline_forever()),
+	};
+	cr_assert_eq(cs[0].op, CONC_SELECT_RECV);
+	cr_assert_eq(cs[1].op, CONC_SELECT_SEND);
+	cr_assert_eq(cs[2].op, CONC_SELECT_TIMER);
+	size_t i = 99;
+	cr_assert_eq(conc_select(cs, 3, 0, &i), CONC_OK);
+	cr_assert_eq(i, 1, "only the send has room");
+	cr_assert_eq(conc_select_try(cs, 3, CONC_SELECT_BIASED, &i), CONC_OK);
+	cr_assert_eq(i, 1);
+	cr_assert_eq(conc_select_try(cs, 3, 0, &i), CONC_WOULDBLOCK, "full, and nobody sends on r");
+	cr_assert_eq(i, 3);
+	cr_assert_eq(conc_select_until(cs, 3, 0, conc_deadline_poll(), NULL, &i), CONC_TIMEDOUT);
+	cr_assert_eq(i, 3);
+	cr_assert_lt(0, CONC_SELECT_MAX_CASES);
+	cr_assert_eq(conc_chan_close(&r), CONC_OK);
+	cr_assert_eq(conc_select(cs, 1, 0, &i), CONC_CLOSED);
+	cr_assert_eq(i, 0);
+	cr_assert_eq(conc_chan_destroy(&r), CONC_OK);
+	cr_assert_eq(conc_chan_free(b), CONC_OK);
+}
