@@ -699,8 +699,7 @@ static inline enum conc_status conc__chan_block(struct conc_chan *c, struct conc
 	/* The caller has tried once; a deadline already passed stops here. */
 	if (conc_deadline_expired(d))
 		return CONC_TIMEDOUT;
-	while (!conc_backoff_spun_out(&b)) {
-		conc_backoff_spin(&b);
+	while (conc_backoff_wait(&b)) {
 		if ((s = op->attempt(c, op)) != wouldblock)
 			return s;
 	}
@@ -913,9 +912,7 @@ static inline uint32_t conc__select_wait(struct conc_select_case *cs, size_t n, 
 				st = CONC__SEL_ABORTED;
 			break;
 		}
-		if (!conc_backoff_spun_out(&b))
-			conc_backoff_spin(&b);
-		else
+		if (!conc_backoff_wait(&b))
 			conc_parker_park_until(conc_parker_self(), until);
 	}
 	/* A partner is copying: it finishes without blocking. */
@@ -1023,10 +1020,8 @@ static inline enum conc_status conc__chan_select(struct conc_select_case *cs, si
 			s = CONC_TIMEDOUT;
 			break;
 		}
-		if (has_ring && !conc_backoff_spun_out(&b)) {
-			conc_backoff_spin(&b);
+		if (has_ring && conc_backoff_wait(&b))
 			continue;
-		}
 		uint32_t st = conc__select_wait(cs, n, until, ctx);
 		uint32_t tag = st & CONC__SEL_TAG;
 		if ((st & ~CONC__SEL_TAG) == CONC__SEL_DONE) {

@@ -154,6 +154,31 @@ static inline void conc_backoff_snooze(struct conc_backoff *b)
 	}
 }
 
+#ifndef CONC_YIELD_LIMIT
+#define CONC_YIELD_LIMIT 4
+#endif
+
+/*
+ * One step of waiting for an event before parking: spin as conc_backoff_spin,
+ * then yield the CPU CONC_YIELD_LIMIT times (with more threads than cores the
+ * thread that will produce the event may be waiting for this CPU; a yield
+ * lets it run without the cost of a sleep and a wake-up).  Returns false
+ * once both budgets are spent: park now.
+ */
+static inline bool conc_backoff_wait(struct conc_backoff *b)
+{
+	if (b->step <= CONC_SPIN_SHIFT) {
+		conc_backoff_spin(b);
+		return true;
+	}
+	if (b->step <= CONC_SPIN_SHIFT + CONC_YIELD_LIMIT) {
+		conc_yield();
+		b->step++;
+		return true;
+	}
+	return false;
+}
+
 static inline bool conc_backoff_spun_out(const struct conc_backoff *b)
 {
 	return b->step > CONC_SPIN_SHIFT;
