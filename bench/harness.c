@@ -361,6 +361,7 @@ void bench_print_table(FILE *f, const struct bench_results *r)
 	fprintf(f, "Medians of %d repetition%s.  Ratios > 1 mean conc is better: conc/other for throughput,\n"
 		   "other/conc for latency and CPU time.\n",
 		r->reps, r->reps == 1 ? "" : "s");
+	fputs(r->notes, f);
 }
 
 /* mkdir -p */
@@ -457,6 +458,8 @@ static void write_markdown(const char *dir, const struct bench_results *r)
 		}
 		fputc('\n', f);
 	}
+	if (*r->notes)
+		fprintf(f, "\n%s", r->notes);
 	close_out(f, path);
 }
 
@@ -464,7 +467,7 @@ static void write_markdown(const char *dir, const struct bench_results *r)
  * with a header line that names the columns. */
 static void write_plot_data(const char *dir, const struct bench_results *r)
 {
-	static const char *const titles[] = {"throughput", "latency", "CPU"};
+	static const char *const titles[] = {"throughput", "select", "latency", "CPU"};
 	char path[4096];
 	FILE *f = open_out(dir, "bench-plot.dat", path, sizeof path);
 	for (int p = BENCH_PANEL_THROUGHPUT; p <= BENCH_PANEL_CPU; p++) {
@@ -490,17 +493,53 @@ static void write_plot_data(const char *dir, const struct bench_results *r)
 	close_out(f, path);
 }
 
+/* printf at buf + *off, advancing *off; dies if it does not fit. */
+static void append(char *buf, size_t size, size_t *off, const char *fmt, ...) BENCH_PRINTF(4, 5);
+static void append(char *buf, size_t size, size_t *off, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = *off < size ? vsnprintf(buf + *off, size - *off, fmt, ap) : -1;
+	va_end(ap);
+	if (n < 0 || (size_t)n >= size - *off)
+		bench_die("plot arguments too long");
+	*off += (size_t)n;
+}
+
+/* The gnuplot variables the script takes: ncont, and per panel the data
+ * columns (contenders) with at least one value there.  gnuplot cannot draw a
+ * histogram series without a valid point, so the others get no bars: a
+ * contender without the feature (ck_ring has no select), or every contender
+ * in a panel that --only left out. */
+static void plot_vars(const struct bench_results *r, char *buf, size_t size)
+{
+	size_t off = 0;
+	append(buf, size, &off, "ncont=%zu; array cols[%d] = [", r->ncont, BENCH_PANEL_CPU + 1);
+	for (int p = BENCH_PANEL_THROUGHPUT; p <= BENCH_PANEL_CPU; p++) {
+		append(buf, size, &off, "%s'", p ? ", " : "");
+		for (size_t c = 0; c < r->ncont; c++) {
+			bool any = false;
+			for (size_t i = 0; i < r->nrows; i++)
+				any = any || (r->rows[i].panel == (enum bench_panel)p && !isnan(r->median[i * r->ncont + c]));
+			if (any)
+				append(buf, size, &off, " %zu", c + 2);
+		}
+		append(buf, size, &off, "'");
+	}
+	append(buf, size, &off, "]");
+}
+
 /* Run gnuplot on script inside dir (so no path needs quoting for gnuplot);
  * returns whether it made the plot. */
-static bool run_gnuplot(const char *dir, const char *script, size_t ncont)
+static bool run_gnuplot(const char *dir, const char *script, const struct bench_results *r)
 {
 	char *abs = realpath(script, NULL);
 	if (!abs) {
 		printf("plot skipped: no gnuplot script at %s\n", script);
 		return false;
 	}
-	char arg[32];
-	snprintf(arg, sizeof arg, "ncont=%zu", ncont);
+	char arg[512];
+	plot_vars(r, arg, sizeof arg);
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -533,6 +572,6 @@ void bench_write_outputs(const char *dir, const struct bench_results *r, const c
 	write_markdown(dir, r);
 	write_plot_data(dir, r);
 	printf("table: %s/bench.md, %s/bench.csv (every repetition: %s/bench-raw.csv)\n", dir, dir, dir);
-	if (run_gnuplot(dir, plot_script, r->ncont))
+	if (run_gnuplot(dir, plot_script, r))
 		printf("plot:  %s/bench.png, %s/bench.svg\n", dir, dir);
 }

@@ -35,9 +35,22 @@
  *    when closed (and, for recv, drained).
  *  - close wakes everyone; the harness closes only after every sender has
  *    returned, so adapters may rely on that (ck_ring's does).
+ *  - create(0, esize) makes a rendezvous channel (a send completes when a
+ *    receiver takes the element), for contenders with has_rendezvous set.
+ *  - A selector receives from any of k channels, as Go's select with k
+ *    receive cases in a loop: select_create binds the channels and the one
+ *    element buffer out (the selector is built once and reused);
+ *    select_recv blocks until one of its channels has an element, writes it
+ *    to out and returns true, and leaves out each channel it finds closed
+ *    and drained, returning false once all of them are.  One thread uses a
+ *    selector; the channels' senders and close run concurrently with it.
+ *    select_destroy runs after the channels are closed and before they are
+ *    destroyed.  Contenders without select leave the three NULL; their
+ *    select rows show "-".
  */
 struct bench_ops {
 	const char *name;
+	bool has_rendezvous;
 	void *(*create)(size_t cap, size_t esize); /* NULL on failure */
 	bool (*send)(void *ch, const void *elem);
 	bool (*recv)(void *ch, void *out);
@@ -45,6 +58,9 @@ struct bench_ops {
 	size_t (*recv_burst)(void *ch, void *out, size_t n);
 	void (*close)(void *ch);
 	void (*destroy)(void *ch);
+	void *(*select_create)(void *const *chans, size_t k, void *out); /* NULL on failure */
+	bool (*select_recv)(void *sel);
+	void (*select_destroy)(void *sel);
 };
 
 extern const struct bench_ops bench_conc_ops;
@@ -149,7 +165,7 @@ double bench_median(double *v, size_t n);
 /* A row of the results table.  better_lower: latencies and CPU time, where the
  * ratio is other/conc; otherwise it is conc/other.  Either way > 1 means conc
  * is better.  panel: which plot panel the row goes to. */
-enum bench_panel { BENCH_PANEL_THROUGHPUT, BENCH_PANEL_LATENCY, BENCH_PANEL_CPU };
+enum bench_panel { BENCH_PANEL_THROUGHPUT, BENCH_PANEL_SELECT, BENCH_PANEL_LATENCY, BENCH_PANEL_CPU };
 
 struct bench_row {
 	const char *label; /* in the table, followed by the unit */
@@ -167,6 +183,7 @@ struct bench_results {
 	const double *median;         /* [row * ncont + contender] */
 	const double *const *raw;     /* [row * ncont + contender] -> reps values */
 	int reps;
+	const char *notes;            /* printed under the table; "" for none */
 };
 
 /* ---------------------------------------------------------------- workloads */
@@ -192,6 +209,10 @@ extern const struct bench_row bench_rows[];
 extern const size_t bench_nrows;
 extern const struct bench_workload bench_workloads[];
 extern const size_t bench_nworkloads;
+
+/* Lines derived from several rows of r (the rendezvous round trip over the
+ * buffered one), each ending in a newline, into buf ("" if none). */
+void bench_notes(const struct bench_results *r, char *buf, size_t size);
 
 /* ------------------------------------------------------------------ output */
 

@@ -36,7 +36,8 @@ static _Noreturn void usage(int status)
 	      "  --quick      short runs: a smoke test of a few seconds, numbers are rough\n"
 	      "  --no-pin     let the scheduler place the threads (default: pinned round-robin)\n"
 	      "  --only WORD  run only the workloads whose name contains WORD (throughput,\n"
-	      "               8P/8C, burst, ping-pong, latency, idle); the others show as -\n"
+	      "               8P/8C, burst, select, ping-pong, rendezvous, latency, idle);\n"
+	      "               the others show as -\n"
 	      "  --out DIR    where bench.csv, bench.md and the plot go (default bench/out)\n",
 	      status ? stderr : stdout);
 	exit(status);
@@ -123,7 +124,8 @@ int main(int argc, char **argv)
 #ifndef BENCH_HAVE_CK
 	printf(" (ck_ring absent: Concurrency Kit was not found at build time)");
 #endif
-	printf("\n%d repetition%s%s; throughput runs of ~%.2f s at capacity 1024, ping-pong at capacity 1\n",
+	printf("\n%d repetition%s%s; throughput and select runs of ~%.2f s at capacity 1024, ping-pong at\n"
+	       "capacity 1, rendezvous at capacity 0\n",
 	       cfg.reps, cfg.reps == 1 ? "" : "s", cfg.quick ? " (quick: rough numbers)" : "", cfg.target_s);
 	int pinned = bench_set_pinning(cfg.pin);
 	if (pinned)
@@ -183,7 +185,9 @@ int main(int argc, char **argv)
 		memcpy(tmp, raw[i], (size_t)cfg.reps * sizeof *tmp);
 		median[i] = bench_median(tmp, (size_t)cfg.reps);
 	}
-	struct bench_results res = {nr, NCONT, bench_rows, names, median, (const double *const *)raw, cfg.reps};
+	char notes[512];
+	struct bench_results res = {nr, NCONT, bench_rows, names, median, (const double *const *)raw, cfg.reps, notes};
+	bench_notes(&res, notes, sizeof notes);
 	putchar('\n');
 	bench_print_table(stdout, &res);
 	putchar('\n');

@@ -1,15 +1,34 @@
 # SPDX-License-Identifier: MIT
 # bench/plot.gp: the benchmark's plot, bench.png and bench.svg, from
 # bench-plot.dat in the current directory (conc-bench runs gnuplot inside its
-# output directory and passes ncont, the number of contenders, with -e).
-# Three panels of grouped bars, one bar per contender, each labelled with its
+# output directory and passes, with -e, ncont, the number of contenders, and
+# cols, see below).
+# Four panels of grouped bars, one bar per contender, each labelled with its
 # value, on log scales since the contenders differ by orders of magnitude:
-# throughput (higher is better), latency and idle CPU time (lower is better).
+# channel throughput and select throughput (higher is better), then round
+# trips and latency, and idle CPU time (lower is better).  A contender
+# without a row's feature (ck_ring: select, rendezvous) has no bar there.
 #
 # By hand:  cd bench/out && gnuplot -e 'ncont=3' ../plot.gp
 
-if (!exists("ncont")) ncont = 3
 datafile = 'bench-plot.dat'
+if (!exists("ncont")) ncont = 3
+# cols[p]: the data columns with at least one value in panel p, as a list of
+# words (' 2 3'): gnuplot cannot draw a histogram series without a valid
+# point, so a contender that lacks a panel's feature (ck_ring: select) gets
+# no bars there.  By hand it is found with stats, which warns about each
+# column it skips.
+if (!exists("cols")) {
+    array cols[4]
+    do for [p=1:4] {
+        cols[p] = ''
+        do for [i=2:ncont+1] {
+            undefine S_*
+            stats datafile index p-1 using i name 'S' nooutput
+            if (exists("S_records") && S_records > 0) { cols[p] = cols[p].' '.i }
+        }
+    }
+}
 set encoding utf8
 
 set style data histograms
@@ -28,46 +47,48 @@ set offsets 0, 0, graph 0.08, 0
 # conc, mutex, ck_ring
 array colour[3] = ['#1b6ac9', '#d95f02', '#7570b3']
 
-# The centre of contender i's bar (data column i + 1) in a cluster of ncont
-# bars, with the gap of one bar width set above.
-barx(i) = $0 + (i - 2 - (ncont - 1) / 2.0) / (ncont + 1)
+# The centre of the k-th of n bars in a cluster, with the gap of one bar
+# width set above.
+barx(k, n) = $0 + (k - 1 - (n - 1) / 2.0) / (n + 1)
 # About three significant digits; big values with an SI prefix (16.8M).
 label(v) = v != v ? '' : v >= 10000 ? gprintf('%.1s%c', v) : v >= 100 ? sprintf('%.0f', v) : \
            v >= 10 ? sprintf('%.1f', v) : v >= 1 ? sprintf('%.2f', v) : sprintf('%.3g', v)
+
+# The panels, in the order of conc-bench's data blocks.
+array ptitle[4] = ['channel throughput (higher is better)', \
+                   'select over K channels, K producers, 1 consumer (higher is better)', \
+                   'round trips and latency (lower is better)', \
+                   'idle blocked receiver (lower is better)']
+array pylabel[4] = ['Mops/s', 'Mops/s', 'ns', 'µs of CPU per second']
+array pformat[4] = ['%g', '%g', '%.0s%c', '%.0s%c']
 
 # pngcairo draws better than png; use it where this gnuplot has it.
 pngterm = strstrt(GPVAL_TERMINALS, 'pngcairo') > 0 ? 'pngcairo' : 'png'
 
 do for [fmt in 'png svg'] {
     if (fmt eq 'png') {
-        set terminal @pngterm size 1500,560 noenhanced font ',10'
+        set terminal @pngterm size 1500,1000 noenhanced font ',10'
         set output 'bench.png'
     } else {
-        set terminal svg size 1500,560 dynamic noenhanced font 'sans,10'
+        set terminal svg size 1500,1000 dynamic noenhanced font 'sans,10'
         set output 'bench.svg'
     }
-    set multiplot layout 1,3 title 'conc benchmark: medians, see bench.md for the table'
-
-    set title 'throughput (higher is better)'
-    set ylabel 'Mops/s'
-    set format y '%g'
-    plot for [i=2:ncont+1] datafile index 0 using i:xtic(1) title columnheader(i) lc rgb colour[i-1], \
-         for [i=2:ncont+1] datafile index 0 using (barx(i)):i:(label(column(i))) with labels \
-             offset 0,0.6 font ',8' notitle
-
-    set title 'latency (lower is better)'
-    set ylabel 'ns'
-    set format y '%.0s%c'
-    plot for [i=2:ncont+1] datafile index 1 using i:xtic(1) title columnheader(i) lc rgb colour[i-1], \
-         for [i=2:ncont+1] datafile index 1 using (barx(i)):i:(label(column(i))) with labels \
-             offset 0,0.6 font ',8' notitle
-
-    set title 'idle blocked receiver (lower is better)'
-    set ylabel 'µs of CPU per second'
-    plot for [i=2:ncont+1] datafile index 2 using i:xtic(1) title columnheader(i) lc rgb colour[i-1], \
-         for [i=2:ncont+1] datafile index 2 using (barx(i)):i:(label(column(i))) with labels \
-             offset 0,0.6 font ',8' notitle
-
+    set multiplot layout 2,2 title 'conc benchmark: medians, see bench.md for the table'
+    do for [p=1:4] {
+        set title ptitle[p]
+        set ylabel pylabel[p]
+        set format y pformat[p]
+        n = words(cols[p])
+        if (n == 0) {
+            set multiplot next
+        } else {
+            plot for [k=1:n] datafile index p-1 using (column(int(word(cols[p], k)))):xtic(1) \
+                     title columnheader(int(word(cols[p], k))) lc rgb colour[int(word(cols[p], k)) - 1], \
+                 for [k=1:n] datafile index p-1 \
+                     using (barx(k, n)):(column(int(word(cols[p], k)))):(label(column(int(word(cols[p], k))))) \
+                     with labels offset 0,0.6 font ',8' notitle
+        }
+    }
     unset multiplot
     unset output
 }

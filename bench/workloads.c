@@ -11,9 +11,17 @@
  *    count and sum are checked: a lost or doubled item aborts the run.
  *  - burst: the same with one producer and one consumer moving 32 elements
  *    per call through send_burst/recv_burst.
+ *  - select K: K channels of capacity 1024, one producer per channel (the
+ *    same counters, split among them), and one consumer that receives from
+ *    all K through the contender's select until every channel is closed and
+ *    drained.  Sized, cut off, timed and checked as throughput.
  *  - ping-pong: two threads, two channels of capacity 1; A sends, B echoes.
  *    Every round trip is timed (one clock read per trip); the row is the
  *    median trip.
+ *  - rendezvous: the same over two rendezvous (capacity 0) channels, so
+ *    every send waits for the echo thread to take the element.  Under the
+ *    table, each contender's rendezvous round trip over its ping-pong one
+ *    (bench_notes).
  *  - latency: a producer sends its send time, one message every 20 us on an
  *    absolute schedule kept by spinning on the clock; the consumer records
  *    now - sent.  Capacity 1024, so the producer never waits for room and
@@ -25,28 +33,49 @@
  *
  * Threads are pinned (bench_spawn): the producers to slots 0 .. P-1, then the
  * consumers to slots P .. P+C-1, round-robin over the CPUs, so with 1P/1C on
- * two cores the producer and the consumer sit on different cores every time;
- * the ping-pong and latency pairs go to slots 0 and 1.  --no-pin leaves
- * placement to the scheduler.
+ * two cores the producer and the consumer sit on different cores every time
+ * (select K: the consumer is slot K); the ping-pong, rendezvous and latency
+ * pairs go to slots 0 and 1.  --no-pin leaves placement to the scheduler.
+ *
+ * A contender without select or rendezvous channels (ck_ring) gets NAN in
+ * those rows, shown as "-".
  */
 #include "harness.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #define TP_CAP 1024
 #define MAX_BURST 32
+#define MAX_SELECT 4
+
+enum {
+	ROW_TP_1,
+	ROW_TP_2,
+	ROW_TP_8,
+	ROW_BURST,
+	ROW_SELECT_2,
+	ROW_SELECT_4,
+	ROW_PINGPONG,
+	ROW_RENDEZVOUS,
+	ROW_LATENCY, /* p50, p99, p99.9 */
+	ROW_IDLE = ROW_LATENCY + 3,
+};
 
 const struct bench_row bench_rows[] = {
-	{"throughput 1P/1C", "1P/1C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
-	{"throughput 2P/2C", "2P/2C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
-	{"throughput 8P/8C", "8P/8C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
-	{"burst 1P/1C x32", "burst x32", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
-	{"ping-pong round trip", "ping-pong RTT", "ns", true, BENCH_PANEL_LATENCY},
-	{"latency p50", "p50", "ns", true, BENCH_PANEL_LATENCY},
-	{"latency p99", "p99", "ns", true, BENCH_PANEL_LATENCY},
-	{"latency p99.9", "p99.9", "ns", true, BENCH_PANEL_LATENCY},
-	{"idle receiver", "idle receiver", "\xc2\xb5s CPU/s", true, BENCH_PANEL_CPU},
+	[ROW_TP_1] = {"throughput 1P/1C", "1P/1C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
+	[ROW_TP_2] = {"throughput 2P/2C", "2P/2C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
+	[ROW_TP_8] = {"throughput 8P/8C", "8P/8C", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
+	[ROW_BURST] = {"burst 1P/1C x32", "burst x32", "Mops/s", false, BENCH_PANEL_THROUGHPUT},
+	[ROW_SELECT_2] = {"select 2 chans 2P/1C", "select 2", "Mops/s", false, BENCH_PANEL_SELECT},
+	[ROW_SELECT_4] = {"select 4 chans 4P/1C", "select 4", "Mops/s", false, BENCH_PANEL_SELECT},
+	[ROW_PINGPONG] = {"ping-pong round trip", "ping-pong RTT", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_RENDEZVOUS] = {"rendezvous round trip", "rendezvous RTT", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_LATENCY] = {"latency p50", "p50", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_LATENCY + 1] = {"latency p99", "p99", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_LATENCY + 2] = {"latency p99.9", "p99.9", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_IDLE] = {"idle receiver", "idle receiver", "\xc2\xb5s CPU/s", true, BENCH_PANEL_CPU},
 };
 const size_t bench_nrows = sizeof bench_rows / sizeof bench_rows[0];
 
@@ -60,7 +89,8 @@ static uint32_t clamp32(int64_t v)
 
 struct tp_shared {
 	const struct bench_ops *ops;
-	void *ch;
+	void *chans[MAX_SELECT]; /* nchan: one, or one per producer (select) */
+	size_t nchan;
 	size_t burst;
 	pthread_barrier_t start;
 	/* Producers still sending, under lock; the last one signals done. */
@@ -76,6 +106,7 @@ struct tp_shared {
  * false-share. */
 struct tp_thread {
 	CONC_ALIGNED(CONC_CACHELINE) struct tp_shared *sh;
+	void *ch; /* the channel it sends to or receives from (not select) */
 	pthread_t tid;
 	uint64_t first, count; /* producer: sends first .. first + count - 1 */
 	uint64_t n, sum;       /* producer: what it sent; consumer: received */
@@ -92,7 +123,7 @@ static void *tp_producer(void *arg)
 {
 	struct tp_thread *t = arg;
 	const struct bench_ops *ops = t->sh->ops;
-	void *ch = t->sh->ch;
+	void *ch = t->ch;
 	size_t burst = t->sh->burst;
 	uint64_t v = t->first, end = t->first + t->count;
 	bench_barrier_wait(&t->sh->start);
@@ -130,7 +161,7 @@ static void *tp_consumer(void *arg)
 {
 	struct tp_thread *t = arg;
 	const struct bench_ops *ops = t->sh->ops;
-	void *ch = t->sh->ch;
+	void *ch = t->ch;
 	size_t burst = t->sh->burst;
 	uint64_t n = 0, sum = 0;
 	bench_barrier_wait(&t->sh->start);
@@ -154,6 +185,27 @@ static void *tp_consumer(void *arg)
 	return NULL;
 }
 
+/* The select workloads' one consumer.  The selector is built before the
+ * start barrier (outside the timed run) and reused for every element. */
+static void *tp_select_consumer(void *arg)
+{
+	struct tp_thread *t = arg;
+	const struct bench_ops *ops = t->sh->ops;
+	uint64_t v, n = 0, sum = 0;
+	void *sel = ops->select_create(t->sh->chans, t->sh->nchan, &v);
+	if (!sel)
+		bench_die("%s: select_create over %zu channels failed", ops->name, t->sh->nchan);
+	bench_barrier_wait(&t->sh->start);
+	while (ops->select_recv(sel)) {
+		n++;
+		sum += v;
+	}
+	ops->select_destroy(sel); /* every channel is closed by now */
+	t->n = n;
+	t->sum = sum;
+	return NULL;
+}
+
 /*
  * Producers stop at a time limit even if they have not sent all their items:
  * ck_ring's MPMC enqueue makes every producer wait, spinning, for the ones
@@ -163,14 +215,18 @@ static void *tp_consumer(void *arg)
  * passes, then raises the stop flag; they check it before every send (a
  * clock read per send would cost more than some sends).  A run cut short
  * reports what it moved in the time it had, and says so on stderr.
+ *
+ * nchan 1: every thread uses the one channel.  Otherwise (select) producer i
+ * sends to channel i and the one consumer selects over all of them.
  */
-static void run_throughput(const struct bench_workload *w, const struct bench_ops *ops,
-			   const struct bench_config *cfg, uint64_t items, double *out)
+static void throughput(const struct bench_workload *w, const struct bench_ops *ops,
+		       const struct bench_config *cfg, uint64_t items, size_t nchan, double *out)
 {
 	size_t np = (size_t)w->producers, nc = (size_t)w->consumers;
-	struct tp_shared sh = {.ops = ops, .ch = ops->create(TP_CAP, sizeof(uint64_t)), .burst = w->burst};
-	if (!sh.ch)
-		bench_die("%s: create(%d, 8) failed", ops->name, TP_CAP);
+	struct tp_shared sh = {.ops = ops, .nchan = nchan, .burst = w->burst};
+	for (size_t i = 0; i < nchan; i++)
+		if (!(sh.chans[i] = ops->create(TP_CAP, sizeof(uint64_t))))
+			bench_die("%s: create(%d, 8) failed", ops->name, TP_CAP);
 	bench_barrier_init(&sh.start, (unsigned)(np + nc + 1));
 	bench_cond_init(&sh.lock, &sh.done);
 	sh.running = np;
@@ -183,10 +239,13 @@ static void run_throughput(const struct bench_workload *w, const struct bench_op
 		t[i].count = items / np + (i < items % np);
 		first += t[i].count;
 	}
-	for (size_t i = np; i < np + nc; i++)
+	for (size_t i = 0; i < np + nc; i++) {
 		t[i].sh = &sh;
+		t[i].ch = sh.chans[nchan > 1 && i < np ? i : 0];
+	}
 	for (size_t i = 0; i < np + nc; i++)
-		bench_spawn(&t[i].tid, i < np ? tp_producer : tp_consumer, &t[i], (int)i);
+		bench_spawn(&t[i].tid, i < np ? tp_producer : nchan > 1 ? tp_select_consumer : tp_consumer, &t[i],
+			    (int)i);
 	bench_barrier_wait(&sh.start);
 	int64_t t0 = bench_now_ns();
 	struct timespec limit = bench_timespec(t0 + (int64_t)(cfg->limit_s * 1e9));
@@ -197,7 +256,8 @@ static void run_throughput(const struct bench_workload *w, const struct bench_op
 	atomic_store_explicit(&sh.stop, true, memory_order_relaxed);
 	for (size_t i = 0; i < np; i++)
 		bench_join(t[i].tid);
-	ops->close(sh.ch);
+	for (size_t i = 0; i < nchan; i++)
+		ops->close(sh.chans[i]);
 	for (size_t i = np; i < np + nc; i++)
 		bench_join(t[i].tid);
 	int64_t t1 = bench_now_ns();
@@ -220,12 +280,32 @@ static void run_throughput(const struct bench_workload *w, const struct bench_op
 	if (sent < items && !cfg->pilot)
 		fprintf(stderr, "  %s, %s: stopped at the %.2f s time limit after %llu of %llu items\n", w->name,
 			ops->name, cfg->limit_s, (unsigned long long)sent, (unsigned long long)items);
-	ops->destroy(sh.ch);
+	for (size_t i = 0; i < nchan; i++)
+		ops->destroy(sh.chans[i]);
 	pthread_barrier_destroy(&sh.start);
 	pthread_cond_destroy(&sh.done);
 	pthread_mutex_destroy(&sh.lock);
 	free(t);
 	out[0] = (double)sent * 1e3 / (double)(t1 - t0); /* items per ns * 1e3 = Mops/s */
+}
+
+static void run_throughput(const struct bench_workload *w, const struct bench_ops *ops,
+			   const struct bench_config *cfg, uint64_t items, double *out)
+{
+	throughput(w, ops, cfg, items, 1, out);
+}
+
+/* One producer per channel, one selecting consumer. */
+static void run_select(const struct bench_workload *w, const struct bench_ops *ops,
+		       const struct bench_config *cfg, uint64_t items, double *out)
+{
+	if (!ops->select_create) {
+		out[0] = NAN;
+		return;
+	}
+	if (w->consumers != 1 || w->producers < 2 || w->producers > MAX_SELECT)
+		bench_die("%s: select workloads take 2 .. %d producers and 1 consumer", w->name, MAX_SELECT);
+	throughput(w, ops, cfg, items, (size_t)w->producers, out);
 }
 
 /* --------------------------------------------------------------- ping-pong */
@@ -235,7 +315,7 @@ static void run_throughput(const struct bench_workload *w, const struct bench_op
 
 struct pp_shared {
 	const struct bench_ops *ops;
-	void *ab, *ba; /* A to B, B to A: capacity 1 each */
+	void *ab, *ba; /* A to B, B to A: capacity 1 (ping-pong) or 0 (rendezvous) each */
 	int64_t duration_ns;
 	uint32_t *samples;
 	size_t n;
@@ -275,20 +355,17 @@ static void *pp_ping(void *arg)
 	return NULL;
 }
 
-static void run_pingpong(const struct bench_workload *w, const struct bench_ops *ops,
-			 const struct bench_config *cfg, uint64_t items, double *out)
+static void pingpong(const struct bench_ops *ops, const struct bench_config *cfg, size_t cap, double *out)
 {
-	(void)w;
-	(void)items;
 	struct pp_shared sh = {
 		.ops = ops,
-		.ab = ops->create(1, sizeof(uint64_t)),
-		.ba = ops->create(1, sizeof(uint64_t)),
+		.ab = ops->create(cap, sizeof(uint64_t)),
+		.ba = ops->create(cap, sizeof(uint64_t)),
 		.duration_ns = (int64_t)(cfg->pingpong_s * 1e9),
 		.samples = bench_alloc(PP_MAX_SAMPLES * sizeof(uint32_t)),
 	};
 	if (!sh.ab || !sh.ba)
-		bench_die("%s: create(1, 8) failed", ops->name);
+		bench_die("%s: create(%zu, 8) failed", ops->name, cap);
 	bench_barrier_init(&sh.start, 2);
 	pthread_t a, b;
 	bench_spawn(&b, pp_echo, &sh, 1);
@@ -301,6 +378,25 @@ static void run_pingpong(const struct bench_workload *w, const struct bench_ops 
 	ops->destroy(sh.ba);
 	pthread_barrier_destroy(&sh.start);
 	free(sh.samples);
+}
+
+static void run_pingpong(const struct bench_workload *w, const struct bench_ops *ops,
+			 const struct bench_config *cfg, uint64_t items, double *out)
+{
+	(void)w;
+	(void)items;
+	pingpong(ops, cfg, 1, out);
+}
+
+static void run_rendezvous(const struct bench_workload *w, const struct bench_ops *ops,
+			   const struct bench_config *cfg, uint64_t items, double *out)
+{
+	(void)w;
+	(void)items;
+	if (!ops->has_rendezvous)
+		out[0] = NAN;
+	else
+		pingpong(ops, cfg, 0, out);
 }
 
 /* ----------------------------------------------------------------- latency */
@@ -434,12 +530,35 @@ static void run_idle(const struct bench_workload *w, const struct bench_ops *ops
 /* ---------------------------------------------------------------- the list */
 
 const struct bench_workload bench_workloads[] = {
-	{"throughput 1P/1C", 0, 1, true, 1, 1, 1, run_throughput},
-	{"throughput 2P/2C", 1, 1, true, 2, 2, 1, run_throughput},
-	{"throughput 8P/8C", 2, 1, true, 8, 8, 1, run_throughput},
-	{"burst 1P/1C x32", 3, 1, true, 1, 1, MAX_BURST, run_throughput},
-	{"ping-pong", 4, 1, false, 1, 1, 1, run_pingpong},
-	{"latency", 5, 3, false, 1, 1, 1, run_latency},
-	{"idle receiver", 8, 1, false, 0, 1, 1, run_idle},
+	{"throughput 1P/1C", ROW_TP_1, 1, true, 1, 1, 1, run_throughput},
+	{"throughput 2P/2C", ROW_TP_2, 1, true, 2, 2, 1, run_throughput},
+	{"throughput 8P/8C", ROW_TP_8, 1, true, 8, 8, 1, run_throughput},
+	{"burst 1P/1C x32", ROW_BURST, 1, true, 1, 1, MAX_BURST, run_throughput},
+	{"select 2", ROW_SELECT_2, 1, true, 2, 1, 1, run_select},
+	{"select 4", ROW_SELECT_4, 1, true, 4, 1, 1, run_select},
+	{"ping-pong", ROW_PINGPONG, 1, false, 1, 1, 1, run_pingpong},
+	{"rendezvous", ROW_RENDEZVOUS, 1, false, 1, 1, 1, run_rendezvous},
+	{"latency", ROW_LATENCY, 3, false, 1, 1, 1, run_latency},
+	{"idle receiver", ROW_IDLE, 1, false, 0, 1, 1, run_idle},
 };
 const size_t bench_nworkloads = sizeof bench_workloads / sizeof bench_workloads[0];
+
+void bench_notes(const struct bench_results *r, char *buf, size_t size)
+{
+	/* A ratio of the two rows' medians, as the table shows them. */
+	size_t off = 0;
+	buf[0] = '\0';
+	for (size_t c = 0; c < r->ncont && off < size; c++) {
+		double rdv = r->median[ROW_RENDEZVOUS * r->ncont + c], pp = r->median[ROW_PINGPONG * r->ncont + c];
+		if (!(rdv > 0 && pp > 0)) /* missing (NAN) */
+			continue;
+		int k = snprintf(buf + off, size - off, "%s%s %.2f",
+				 off ? ", " : "rendezvous round trip / ping-pong round trip (capacity 0 over 1, this run): ",
+				 r->names[c], rdv / pp);
+		off += k > 0 ? (size_t)k : 0;
+	}
+	if (off > 0 && off + 1 < size) {
+		buf[off++] = '\n';
+		buf[off] = '\0';
+	}
+}
