@@ -109,6 +109,7 @@ struct conc_select_case {
 	 * channel and the poll order. */
 	struct conc_waiter conc__w;
 	size_t conc__order;
+	uint64_t conc__seen[2];
 };
 
 /* Ring bytes for a channel, for static buffers (no overflow check: use
@@ -795,10 +796,29 @@ static inline enum conc_status conc__select_try_case(struct conc_select_case *k)
 	return s == CONC_FULL || s == CONC_EMPTY ? CONC_WOULDBLOCK : s;
 }
 
-static inline enum conc_status conc__select_try_all(struct conc_select_case *cs, size_t n, size_t *chosen)
+/* What a case's readiness depends on: the channel's positions and closed bit
+ * (a rendezvous channel counts registrations in head). */
+static inline void conc__select_look(const struct conc_select_case *k, uint64_t v[2])
+{
+	v[0] = v[1] = 0;
+	if (k->op == CONC_SELECT_TIMER || !k->chan)
+		return;
+	/* seq_cst: ordered with the claims S1/S2, close (S5) and R5 in the
+	 * single total order, so an unchanged pair means no change between
+	 * the two looks. */
+	v[0] = atomic_load_explicit(&k->chan->tail, memory_order_seq_cst);
+	v[1] = atomic_load_explicit(&k->chan->head, memory_order_seq_cst);
+}
+
+/* Try every case in poll order.  look: first note what each case depends
+ * on, for conc__select_unchanged(). */
+static inline enum conc_status conc__select_try_all(struct conc_select_case *cs, size_t n, bool look,
+						    size_t *chosen)
 {
 	for (size_t j = 0; j < n; j++) {
 		size_t i = cs[j].conc__order;
+		if (look)
+			conc__select_look(&cs[i], cs[i].conc__seen);
 		enum conc_status s = conc__select_try_case(&cs[i]);
 		if (s != CONC_WOULDBLOCK) {
 			*chosen = i;
@@ -807,6 +827,31 @@ static inline enum conc_status conc__select_try_all(struct conc_select_case *cs,
 	}
 	return CONC_WOULDBLOCK;
 }
+
+/*
+ * Whether no case's channel changed since conc__select_try_all(look) found
+ * none ready.  If so, there was one instant at which no case was ready (each
+ * stayed unready from its first look to its second, and those intervals all
+ * contain the moment the pass ended), so "would block" is a linearizable
+ * answer, even for a set of channels of which one always had an element (Go's
+ * TestNonblockSelectRace).  Positions only grow, so equal means unchanged.
+ */
+static inline bool conc__select_unchanged(struct conc_select_case *cs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v[2];
+		conc__select_look(&cs[i], v);
+		if (v[0] != cs[i].conc__seen[0] || v[1] != cs[i].conc__seen[1])
+			return false;
+	}
+	return true;
+}
+
+/* Bound on the passes of a non-blocking select whose channels keep changing
+ * under it; past it, it reports the last pass's "would block". */
+#ifndef CONC_SELECT_POLL_PASSES
+#define CONC_SELECT_POLL_PASSES 64
+#endif
 
 /*
  * Register case i's waiter on its channel (state: the select's word), then
@@ -838,6 +883,9 @@ static inline bool conc__select_register(struct conc_select_case *k, uint32_t ta
 	bool ready = false;
 	conc_lock_acquire(&c->sendq.lock);
 	conc__waitq_link(send ? &c->sendq : &c->recvq, w);
+	/* R5 seq_cst: count registrations, so that a non-blocking select
+	 * sees a partner arrive between two looks (conc__select_look). */
+	atomic_fetch_add_explicit(&c->head, 1, memory_order_seq_cst);
 	/* Relaxed: the bit is written under this lock. */
 	if (atomic_load_explicit(&c->tail, memory_order_relaxed) & c->mark) {
 		ready = true;
@@ -887,9 +935,13 @@ static inline uint32_t conc__select_wait(struct conc_select_case *cs, size_t n, 
 	_Atomic(uint32_t) state;
 	atomic_init(&state, CONC__SEL_WAITING);
 	bool give_up = false;
-	for (size_t i = 0; i < n && !give_up; i++)
+	/* In poll order: a partner takes the first claimable waiter of a
+	 * queue, so several cases on one channel are then chosen fairly too. */
+	for (size_t j = 0; j < n && !give_up; j++) {
+		size_t i = cs[j].conc__order;
 		if (cs[i].chan && cs[i].op != CONC_SELECT_TIMER)
 			give_up = conc__select_register(&cs[i], (uint32_t)i, &state);
+	}
 	struct conc_waiter cw;
 	conc_waiter_init(&cw, 0);
 	cw.claim = &state;
@@ -1005,8 +1057,10 @@ static inline enum conc_status conc__chan_select(struct conc_select_case *cs, si
 	struct conc_deadline until = conc__select_until(cs, n, d, ctx);
 	struct conc_backoff b = {0};
 	size_t woke = n; /* a ring case whose queue woke us: pass it on unless used */
+	unsigned passes = 0;
 	for (;;) {
-		s = conc__select_try_all(cs, n, &i);
+		bool last_try = conc_deadline_expired(d);
+		s = conc__select_try_all(cs, n, last_try, &i);
 		if (woke != n && (s == CONC_WOULDBLOCK || i != woke))
 			conc_waitq_wake_one(cs[woke].op == CONC_SELECT_SEND ? &cs[woke].chan->sendq
 									    : &cs[woke].chan->recvq);
@@ -1016,7 +1070,9 @@ static inline enum conc_status conc__chan_select(struct conc_select_case *cs, si
 		i = n;
 		if (ctx && (s = conc_ctx_err(ctx)) != CONC_OK)
 			break;
-		if (conc_deadline_expired(d)) {
+		if (last_try) {
+			if (!conc__select_unchanged(cs, n) && ++passes < CONC_SELECT_POLL_PASSES)
+				continue;
 			s = CONC_TIMEDOUT;
 			break;
 		}

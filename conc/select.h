@@ -27,8 +27,11 @@
  *    pseudo-random order every call).  CONC_SELECT_BIASED tries them in array
  *    order instead, for priority selection.
  *  - conc_select_try never blocks (Go's default): it reports
- *    CONC_WOULDBLOCK only if no case was ready when it looked at it; a case
- *    that stays ready is always found.
+ *    CONC_WOULDBLOCK only if there was one instant at which no case at all
+ *    was ready (it looks again until two looks agree; Go's
+ *    TestNonblockSelectRace), so a set of channels of which one always has
+ *    an element never gives CONC_WOULDBLOCK.  If the channels keep changing
+ *    under it, it gives up after CONC_SELECT_POLL_PASSES looks.
  *  - A timer case is ready once its absolute deadline has passed (Go's
  *    time.After, without a thread per timer: the select parks until the
  *    earliest of its timers, its deadline and its context's deadline).
