@@ -471,41 +471,13 @@ struct dl_worker {
 	pthread_t thread;
 };
 
-/* A deadline between "already passed" and a few hundred µs from now. */
-static struct conc_deadline short_deadline(struct rng *r)
-{
-	static const int64_t ns[] = {-1000, 0, 5000, 20000, 50000, 50000, 50000, 200000};
-	size_t k = rng_below(r, sizeof ns / sizeof ns[0]);
-	return k == 0 ? conc_deadline_poll() : conc_deadline_in_ns(ns[k]);
-}
-
-/* One call with a short deadline: on the call (ctx NULL) or on a fresh
- * context (call deadline forever), chosen at random. */
-static enum conc_status dl_call(struct rng *r, struct conc_chan *ch, uint64_t *v, bool send)
-{
-	struct conc_deadline d = short_deadline(r);
-	if (rng_below(r, 4) != 0)
-		return send ? conc_chan_send_until(ch, v, d, NULL) : conc_chan_recv_until(ch, v, d, NULL);
-	struct conc_ctx ctx;
-	if (conc_ctx_init(&ctx, NULL, d) != CONC_OK) {
-		fail("conc_ctx_init failed");
-		return CONC_INVALID;
-	}
-	enum conc_status s = send ? conc_chan_send_until(ch, v, conc_deadline_forever(), &ctx)
-				  : conc_chan_recv_until(ch, v, conc_deadline_forever(), &ctx);
-	enum conc_status ds = conc_ctx_destroy(&ctx);
-	if (ds != CONC_OK)
-		fail("destroying a deadline context after the call gave %s", conc_strerror(ds));
-	return s;
-}
-
 static void *dl_producer(void *arg)
 {
 	struct dl_worker *w = arg;
 	struct dl *d = w->d;
 	for (size_t i = 0; i < d->attempts; i++) {
 		uint64_t v = CONC_TEST_ITEM(w->id, i);
-		enum conc_status s = dl_call(&w->rng, d->ch, &v, true);
+		enum conc_status s = stress_deadline_call(&w->rng, d->ch, &v, true);
 		if (s == CONC_OK)
 			d->sent_ok[w->id * d->attempts + i] = 1;
 		else if (s == CONC_TIMEDOUT)
@@ -531,7 +503,7 @@ static void *dl_consumer(void *arg)
 			for (size_t k = rng_below(&w->rng, 64); k > 0; k--)
 				conc_yield();
 		uint64_t v;
-		enum conc_status s = dl_call(&w->rng, d->ch, &v, false);
+		enum conc_status s = stress_deadline_call(&w->rng, d->ch, &v, false);
 		if (s == CONC_OK) {
 			take_item(&d->ledger, last, v);
 			total++;

@@ -70,14 +70,6 @@ static void take_item(struct conc_test_ledger *l, size_t *last, uint64_t v)
 		fail("order: p%zu #%zu after #%zu", CONC_TEST_PRODUCER(v), CONC_TEST_SEQ(v), before);
 }
 
-/* A deadline between "already passed" and a few hundred µs from now. */
-static struct conc_deadline short_deadline(struct rng *r)
-{
-	static const int64_t ns[] = {-1000, 0, 2000, 5000, 20000, 50000, 50000, 200000};
-	size_t k = rng_below(r, sizeof ns / sizeof ns[0]);
-	return k == 0 ? conc_deadline_poll() : conc_deadline_in_ns(ns[k]);
-}
-
 static unsigned random_flags(struct rng *r)
 {
 	return rng_below(r, 2) ? CONC_SELECT_BIASED : 0;
@@ -129,26 +121,6 @@ static enum conc_status do_select(struct conc_select_case *cs, size_t n, unsigne
 			     CONC_TEST_SEQ(*(uint64_t *)cs[j].buf));
 			return CONC_INVALID;
 		}
-	return s;
-}
-
-/* One channel call with a short deadline: on the call (ctx NULL) or on a
- * fresh context (call deadline forever), chosen at random. */
-static enum conc_status short_call(struct rng *r, struct conc_chan *ch, uint64_t *v, bool send)
-{
-	struct conc_deadline d = short_deadline(r);
-	if (rng_below(r, 4) != 0)
-		return send ? conc_chan_send_until(ch, v, d, NULL) : conc_chan_recv_until(ch, v, d, NULL);
-	struct conc_ctx ctx;
-	if (conc_ctx_init(&ctx, NULL, d) != CONC_OK) {
-		fail("conc_ctx_init failed");
-		return CONC_INVALID;
-	}
-	enum conc_status s = send ? conc_chan_send_until(ch, v, conc_deadline_forever(), &ctx)
-				  : conc_chan_recv_until(ch, v, conc_deadline_forever(), &ctx);
-	enum conc_status ds = conc_ctx_destroy(&ctx);
-	if (ds != CONC_OK)
-		fail("destroying a deadline context after the call gave %s", conc_strerror(ds));
 	return s;
 }
 
@@ -225,7 +197,7 @@ static void *ss_sender(void *arg)
 		uint64_t v = CONC_TEST_ITEM(w->id, i);
 		enum conc_status s;
 		if (rng_below(&w->rng, 8) == 0) {
-			while ((s = short_call(&w->rng, ch, &v, true)) == CONC_TIMEDOUT)
+			while ((s = stress_deadline_call(&w->rng, ch, &v, true)) == CONC_TIMEDOUT)
 				atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
 		} else {
 			s = conc_chan_send(ch, &v);
@@ -251,7 +223,7 @@ static void *ss_receiver(void *arg)
 		uint64_t v;
 		enum conc_status s;
 		if (rng_below(&w->rng, 8) == 0) {
-			while ((s = short_call(&w->rng, ch, &v, false)) == CONC_TIMEDOUT)
+			while ((s = stress_deadline_call(&w->rng, ch, &v, false)) == CONC_TIMEDOUT)
 				atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
 		} else {
 			s = conc_chan_recv(ch, &v);
@@ -287,7 +259,7 @@ static void *ss_select_sender(void *arg)
 		bool timed = rng_below(&w->rng, 8) == 0;
 		size_t i;
 		enum conc_status s = do_select(cs, SS_CHANS, flags, false,
-					       timed ? short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
+					       timed ? stress_short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
 		if (s == CONC_TIMEDOUT && timed) {
 			atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
 			continue;
@@ -321,7 +293,7 @@ static void *ss_select_receiver(void *arg)
 		bool timed = rng_below(&w->rng, 8) == 0;
 		size_t i;
 		enum conc_status s = do_select(cs, SS_CHANS, flags, false,
-					       timed ? short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
+					       timed ? stress_short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
 		if (s == CONC_TIMEDOUT && timed) {
 			atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
 			continue;
@@ -448,19 +420,19 @@ static enum conc_status fi_send(struct fi_worker *w, struct conc_chan *ch, uint6
 		enum conc_status s;
 		switch (op) {
 		case 0:
-			s = short_call(&w->rng, ch, v, true);
+			s = stress_deadline_call(&w->rng, ch, v, true);
 			break;
 		case 1:
 			s = do_select(cs, 1, 0, false, conc_deadline_forever(), NULL, &i);
 			break;
 		case 2:
-			cs[1] = conc_select_timer(short_deadline(&w->rng));
+			cs[1] = conc_select_timer(stress_short_deadline(&w->rng));
 			s = do_select(cs, 2, random_flags(&w->rng), false, conc_deadline_forever(), NULL, &i);
 			if (s == CONC_OK && i == 1)
 				s = CONC_TIMEDOUT; /* the timer: not sent, retry */
 			break;
 		case 3:
-			s = do_select(cs, 1, 0, false, short_deadline(&w->rng), NULL, &i);
+			s = do_select(cs, 1, 0, false, stress_short_deadline(&w->rng), NULL, &i);
 			break;
 		default:
 			s = conc_chan_send(ch, v);
@@ -616,7 +588,7 @@ static enum conc_status rv_call(struct rv_worker *w, uint64_t *v, bool send)
 			    : conc_chan_recv_until(rv->ch, v, conc_deadline_forever(), NULL);
 	default:
 		for (;;) {
-			enum conc_status s = short_call(&w->rng, rv->ch, v, send);
+			enum conc_status s = stress_deadline_call(&w->rng, rv->ch, v, send);
 			if (s != CONC_TIMEDOUT)
 				return s;
 			atomic_fetch_add_explicit(send ? &rv->send_retries : &rv->recv_retries, 1,
@@ -1244,7 +1216,7 @@ static void *tl_producer(void *arg)
 		} else {
 			for (;;) {
 				struct conc_select_case cs[2] = {conc_select_send(ch, &v),
-								 conc_select_timer(short_deadline(&w->rng))};
+								 conc_select_timer(stress_short_deadline(&w->rng))};
 				size_t c;
 				s = do_select(cs, 2, random_flags(&w->rng), false, conc_deadline_forever(), NULL, &c);
 				if (s != CONC_OK || c == 0)
@@ -1274,10 +1246,10 @@ static void *tl_consumer(void *arg)
 	pthread_barrier_wait(&tl->start);
 	for (size_t open = 2; open > 0;) {
 		bool timer = rng_below(&w->rng, 4) != 0;
-		cs[2] = conc_select_timer(short_deadline(&w->rng));
+		cs[2] = conc_select_timer(stress_short_deadline(&w->rng));
 		size_t i;
 		enum conc_status s = do_select(cs, timer ? 3 : 2, random_flags(&w->rng), false,
-					       timer ? conc_deadline_forever() : short_deadline(&w->rng), NULL, &i);
+					       timer ? conc_deadline_forever() : stress_short_deadline(&w->rng), NULL, &i);
 		if (s == CONC_OK && i == 2) {
 			atomic_fetch_add_explicit(&tl->recv_timers, 1, memory_order_relaxed);
 		} else if (s == CONC_OK) {

@@ -207,4 +207,34 @@ static int stress_main(const struct scenario *scenarios, size_t count, const cha
 	return failed ? 1 : 0;
 }
 
+/* ------------------------------------------------------- channel helpers */
+
+/* A deadline between "already passed" and a few hundred µs from now. */
+CONC__UNUSED static struct conc_deadline stress_short_deadline(struct rng *r)
+{
+	CONC__UNUSED static const int64_t ns[] = {-1000, 0, 2000, 5000, 20000, 50000, 50000, 200000};
+	size_t k = rng_below(r, sizeof ns / sizeof ns[0]);
+	return k == 0 ? conc_deadline_poll() : conc_deadline_in_ns(ns[k]);
+}
+
+/* One call with a short deadline: on the call (ctx NULL) or on a fresh
+ * context (call deadline forever), chosen at random. */
+CONC__UNUSED static enum conc_status stress_deadline_call(struct rng *r, struct conc_chan *ch, uint64_t *v, bool send)
+{
+	struct conc_deadline d = stress_short_deadline(r);
+	if (rng_below(r, 4) != 0)
+		return send ? conc_chan_send_until(ch, v, d, NULL) : conc_chan_recv_until(ch, v, d, NULL);
+	struct conc_ctx ctx;
+	if (conc_ctx_init(&ctx, NULL, d) != CONC_OK) {
+		fail("conc_ctx_init failed");
+		return CONC_INVALID;
+	}
+	enum conc_status s = send ? conc_chan_send_until(ch, v, conc_deadline_forever(), &ctx)
+				  : conc_chan_recv_until(ch, v, conc_deadline_forever(), &ctx);
+	enum conc_status ds = conc_ctx_destroy(&ctx);
+	if (ds != CONC_OK)
+		fail("destroying a deadline context after the call gave %s", conc_strerror(ds));
+	return s;
+}
+
 #endif

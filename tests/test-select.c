@@ -21,6 +21,7 @@
 #include <criterion/criterion.h>
 
 #include "util.h"
+#include "unit.h"
 
 #ifndef CONC_STRESS_SCALE
 #define CONC_STRESS_SCALE 1
@@ -36,41 +37,6 @@ static const size_t caps[] = {0, 1, 2, 3, 10};
 #define NCAPS (sizeof caps / sizeof caps[0])
 
 /* ------------------------------------------------------------------ helpers */
-
-static void start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	cr_assert_eq(pthread_create(t, NULL, fn, arg), 0, "pthread_create");
-}
-
-static void join(pthread_t t)
-{
-	cr_assert_eq(pthread_join(t, NULL), 0, "pthread_join");
-}
-
-static struct conc_chan *new_chan(size_t cap, size_t esize)
-{
-	struct conc_chan *c = NULL;
-	cr_assert_eq(conc_chan_new(&c, cap, esize), CONC_OK);
-	cr_assert_not_null(c);
-	return c;
-}
-
-static void free_chan(struct conc_chan *c)
-{
-	cr_assert_eq(conc_chan_free(c), CONC_OK);
-}
-
-static void put(struct conc_chan *c, uint64_t v)
-{
-	cr_assert_eq(conc_chan_try_send(c, &v), CONC_OK, "try_send %llu", (unsigned long long)v);
-}
-
-static void expect(struct conc_chan *c, uint64_t want)
-{
-	uint64_t v = UNSET;
-	cr_assert_eq(conc_chan_try_recv(c, &v), CONC_OK, "try_recv (expected %llu)", (unsigned long long)want);
-	cr_assert_eq(v, want, "received %llu, expected %llu", (unsigned long long)v, (unsigned long long)want);
-}
 
 /* Nobody is queued on either side of c (no registration left behind). */
 static void assert_idle(struct conc_chan *c)
