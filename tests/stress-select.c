@@ -124,6 +124,154 @@ static enum conc_status do_select(struct conc_select_case *cs, size_t n, unsigne
 	return s;
 }
 
+/* A channel of uint64_t; false (after fail()) if it could not be made. */
+static bool make_chan(struct conc_chan **ch, size_t cap)
+{
+	if (conc_chan_new(ch, cap, sizeof(uint64_t)) == CONC_OK)
+		return true;
+	fail("conc_chan_new(%zu) failed", cap);
+	return false;
+}
+
+/* After a failure: close every channel, so every thread returns. */
+static void close_all(struct conc_chan *const *ch, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		(void)conc_chan_close(ch[k]);
+}
+
+/* A producer has sent all it had: the last of *left (those still sending
+ * on ch) closes ch. */
+static void close_if_last(atomic_size_t *left, struct conc_chan *ch)
+{
+	if (atomic_fetch_sub(left, 1) == 1 && conc_chan_close(ch) != CONC_OK)
+		fail("close did not return OK");
+}
+
+/* take_item() for an item that came through channel `via`, whose producer
+ * sends on channel `home`. */
+static void take_item_via(struct conc_test_ledger *l, size_t *last, uint64_t v, size_t via, size_t home)
+{
+	if (via != home)
+		fail("item p%zu #%zu came through channel %zu, not %zu", CONC_TEST_PRODUCER(v), CONC_TEST_SEQ(v), via,
+		     home);
+	take_item(l, last, v);
+}
+
+/* stress_deadline_call() until it does not time out, with the same item
+ * (a timed-out send that delivered shows up as a duplicate); each retry
+ * is counted in *retries. */
+static enum conc_status deadline_call_retried(struct rng *r, struct conc_chan *ch, uint64_t *v, bool send,
+					      atomic_size_t *retries)
+{
+	enum conc_status s;
+	while ((s = stress_deadline_call(r, ch, v, send)) == CONC_TIMEDOUT)
+		atomic_fetch_add_explicit(retries, 1, memory_order_relaxed);
+	return s;
+}
+
+/* ---------------------------------------------------------------- crews */
+
+/*
+ * The threads of one run of a scenario (select stress, fan-in, rendezvous,
+ * timers, try): the scenario sets each worker's fn and id, run_crew() does
+ * the rest.  Worker t of a crew draws from rng_for(seed + t), so a run
+ * replays from its seed.
+ */
+#define WORKER_CHANS 4
+
+struct worker {
+	void *(*fn)(void *); /* its thread (argument: this worker) */
+	size_t id; /* its index among the workers of its role */
+	void *shared; /* the scenario's state */
+	struct rng rng;
+	size_t moved[WORKER_CHANS]; /* items it moved per channel, where a scenario counts them */
+	pthread_barrier_t *start; /* wait here once, before the first step */
+	pthread_t thread;
+};
+
+/* Start w[0..n-1] together and return when every one has returned. */
+static void run_crew(struct worker *w, size_t n, void *shared, uint64_t seed)
+{
+	pthread_barrier_t start;
+	barrier_init(&start, (unsigned)n);
+	for (size_t t = 0; t < n; t++) {
+		w[t].shared = shared;
+		w[t].rng = rng_for(seed + t);
+		memset(w[t].moved, 0, sizeof w[t].moved);
+		w[t].start = &start;
+		spawn(&w[t].thread, w[t].fn, &w[t]);
+	}
+	for (size_t t = 0; t < n; t++)
+		join(w[t].thread);
+	pthread_barrier_destroy(&start);
+}
+
+/* run_crew() with the usual cast: `consumers` workers running consumer,
+ * then `producers` running producer, each role numbered from 0. */
+static void run_split_crew(struct worker *w, size_t consumers, void *(*consumer)(void *), size_t producers,
+			   void *(*producer)(void *), void *shared, uint64_t seed)
+{
+	for (size_t t = 0; t < consumers + producers; t++) {
+		w[t].fn = t < consumers ? consumer : producer;
+		w[t].id = t < consumers ? t : t - consumers;
+	}
+	run_crew(w, consumers + producers, shared, seed);
+}
+
+/*
+ * A producer's items: CONC_TEST_ITEM(w->id, 0..n-1), in order, each through
+ * send().  On a failure, close the run's channels so that every thread
+ * returns.  Returns how many were sent (n unless one failed).
+ */
+static size_t send_items(struct worker *w, size_t n, enum conc_status (*send)(struct worker *w, uint64_t *v),
+			 struct conc_chan *const *chans, size_t nchans)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = CONC_TEST_ITEM(w->id, i);
+		enum conc_status s = send(w, &v);
+		if (s != CONC_OK) {
+			fail("producer %zu: item #%zu gave %s", w->id, i, conc_strerror(s));
+			close_all(chans, nchans);
+			return i;
+		}
+	}
+	return n;
+}
+
+/* After a crew: every item of the ledger arrived exactly once, and
+ * `received` (the consumers' count) agrees.  Returns the number sent. */
+static size_t check_all_delivered(struct conc_test_ledger *l, size_t received)
+{
+	size_t total = l->producers * l->per_producer, missing = conc_test_ledger_missing(l);
+	if (received != total || missing)
+		fail("received %zu of %zu items, %zu never arrived", received, total, missing);
+	return total;
+}
+
+/* After a crew: each channel answers try_recv with `left` (CONC_CLOSED:
+ * closed and drained; CONC_EMPTY: open and drained). */
+static void check_chans_left(struct conc_chan *const *ch, size_t n, enum conc_status left)
+{
+	for (size_t k = 0; k < n; k++) {
+		uint64_t v;
+		enum conc_status s = conc_chan_try_recv(ch[k], &v);
+		if (s != left)
+			fail("channel %zu: try_recv after the run gave %s, not %s", k, conc_strerror(s),
+			     conc_strerror(left));
+	}
+}
+
+/* Free the channels of a finished run; CONC_OK means no waiter was left. */
+static void free_chans(struct conc_chan *const *ch, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		enum conc_status s = conc_chan_free(ch[k]);
+		if (s != CONC_OK)
+			fail("channel %zu: conc_chan_free gave %s", k, conc_strerror(s));
+	}
+}
+
 /* ------------------------------------------------------- select stress */
 
 /*
@@ -146,6 +294,8 @@ static enum conc_status do_select(struct conc_select_case *cs, size_t n, unsigne
 #define SS_PRODUCERS (SS_CHANS + SS_SELECTS * SS_CHANS)
 #define SS_WORKERS (2 * SS_CHANS + 2 * SS_SELECTS)
 
+_Static_assert(SS_CHANS <= WORKER_CHANS, "a worker counts its items per channel");
+
 static const size_t ss_caps[SS_CHANS] = {0, 0, 2, 3};
 
 enum ss_role { SS_SEND, SS_RECV, SS_SELECT_SEND, SS_SELECT_RECV };
@@ -155,87 +305,90 @@ struct ss {
 	struct conc_test_ledger ledger;
 	size_t n;
 	atomic_size_t retries;
-	pthread_barrier_t start;
 };
 
-struct ss_worker {
-	struct ss *ss;
-	enum ss_role role;
-	size_t id; /* channel (plain) or select index */
-	struct rng rng;
-	size_t moved[SS_CHANS]; /* items sent or received per channel */
-	pthread_t thread;
-};
+/* Worker t: the plain sender and receiver of each channel in turn, then
+ * each select sender and receiver in turn.  Its id is the channel (plain)
+ * or the select's index. */
+static enum ss_role ss_role(size_t t)
+{
+	return t < 2 * SS_CHANS ? (enum ss_role)(t % 2) : (enum ss_role)(2 + t % 2);
+}
+
+static size_t ss_id(size_t t)
+{
+	return t < 2 * SS_CHANS ? t / 2 : (t - 2 * SS_CHANS) / 2;
+}
 
 static size_t ss_channel_of(size_t producer)
 {
 	return producer < SS_CHANS ? producer : (producer - SS_CHANS) % SS_CHANS;
 }
 
-/* After a failure: close everything, so every thread returns. */
-static void ss_abort(struct ss *ss)
+static void ss_take(struct worker *w, size_t *last, size_t k, uint64_t v)
 {
-	for (size_t k = 0; k < SS_CHANS; k++)
-		(void)conc_chan_close(ss->ch[k]);
+	struct ss *ss = w->shared;
+	take_item_via(&ss->ledger, last, v, k, ss_channel_of(CONC_TEST_PRODUCER(v)));
+	w->moved[k]++;
 }
 
-static void ss_take(struct ss_worker *w, size_t *last, size_t k, uint64_t v)
+/* A plain worker's call on its channel: one in 8 carries a short deadline
+ * and is retried. */
+static enum conc_status ss_call(struct worker *w, uint64_t *v, bool send)
 {
-	if (ss_channel_of(CONC_TEST_PRODUCER(v)) != k)
-		fail("item p%zu #%zu came through channel %zu", CONC_TEST_PRODUCER(v), CONC_TEST_SEQ(v), k);
-	take_item(&w->ss->ledger, last, v);
-	w->moved[k]++;
+	struct ss *ss = w->shared;
+	struct conc_chan *ch = ss->ch[w->id];
+	if (rng_below(&w->rng, 8) == 0)
+		return deadline_call_retried(&w->rng, ch, v, send, &ss->retries);
+	return send ? conc_chan_send(ch, v) : conc_chan_recv(ch, v);
+}
+
+/* A select worker's select over its four cases: one in 8 carries a short
+ * deadline and is retried (drawing again) on CONC_TIMEDOUT. */
+static enum conc_status ss_select(struct worker *w, struct conc_select_case *cs, unsigned flags, size_t *i)
+{
+	struct ss *ss = w->shared;
+	for (;;) {
+		bool timed = rng_below(&w->rng, 8) == 0;
+		enum conc_status s = do_select(cs, SS_CHANS, flags, false,
+					       timed ? stress_short_deadline(&w->rng) : conc_deadline_forever(), NULL, i);
+		if (s != CONC_TIMEDOUT || !timed)
+			return s;
+		atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
+	}
+}
+
+static enum conc_status ss_send(struct worker *w, uint64_t *v)
+{
+	return ss_call(w, v, true);
 }
 
 static void *ss_sender(void *arg)
 {
-	struct ss_worker *w = arg;
-	struct ss *ss = w->ss;
-	struct conc_chan *ch = ss->ch[w->id];
-	pthread_barrier_wait(&ss->start);
-	for (size_t i = 0; i < ss->n; i++) {
-		uint64_t v = CONC_TEST_ITEM(w->id, i);
-		enum conc_status s;
-		if (rng_below(&w->rng, 8) == 0) {
-			while ((s = stress_deadline_call(&w->rng, ch, &v, true)) == CONC_TIMEDOUT)
-				atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
-		} else {
-			s = conc_chan_send(ch, &v);
-		}
-		if (s != CONC_OK) {
-			fail("sender %zu: item #%zu gave %s", w->id, i, conc_strerror(s));
-			ss_abort(ss);
-			break;
-		}
-		w->moved[w->id]++;
-	}
+	struct worker *w = arg;
+	struct ss *ss = w->shared;
+	pthread_barrier_wait(w->start);
+	w->moved[w->id] = send_items(w, ss->n, ss_send, ss->ch, SS_CHANS);
 	return NULL;
 }
 
 static void *ss_receiver(void *arg)
 {
-	struct ss_worker *w = arg;
-	struct ss *ss = w->ss;
-	struct conc_chan *ch = ss->ch[w->id];
+	struct worker *w = arg;
+	struct ss *ss = w->shared;
 	size_t *last = fifo_table(SS_PRODUCERS);
-	pthread_barrier_wait(&ss->start);
+	pthread_barrier_wait(w->start);
 	for (size_t i = 0; i < ss->n; i++) {
 		uint64_t v;
-		enum conc_status s;
-		if (rng_below(&w->rng, 8) == 0) {
-			while ((s = stress_deadline_call(&w->rng, ch, &v, false)) == CONC_TIMEDOUT)
-				atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
-		} else {
-			s = conc_chan_recv(ch, &v);
-		}
+		enum conc_status s = ss_call(w, &v, false);
 		if (s != CONC_OK) {
 			fail("receiver %zu: receive %zu gave %s", w->id, i, conc_strerror(s));
-			ss_abort(ss);
+			close_all(ss->ch, SS_CHANS);
 			break;
 		}
 		ss_take(w, last, w->id, v);
 		if (atomic_load(&failed_flag)) {
-			ss_abort(ss); /* counts are off now: let everyone finish */
+			close_all(ss->ch, SS_CHANS); /* counts are off now: let everyone finish */
 			break;
 		}
 	}
@@ -245,8 +398,8 @@ static void *ss_receiver(void *arg)
 
 static void *ss_select_sender(void *arg)
 {
-	struct ss_worker *w = arg;
-	struct ss *ss = w->ss;
+	struct worker *w = arg;
+	struct ss *ss = w->shared;
 	uint64_t items[SS_CHANS];
 	struct conc_select_case cs[SS_CHANS];
 	for (size_t k = 0; k < SS_CHANS; k++) {
@@ -254,63 +407,49 @@ static void *ss_select_sender(void *arg)
 		cs[k] = conc_select_send(ss->ch[k], &items[k]);
 	}
 	unsigned flags = w->id % 2 ? CONC_SELECT_BIASED : 0;
-	pthread_barrier_wait(&ss->start);
-	for (size_t done = 0; done < SS_CHANS * ss->n;) {
-		bool timed = rng_below(&w->rng, 8) == 0;
+	pthread_barrier_wait(w->start);
+	for (size_t done = 0; done < SS_CHANS * ss->n; done++) {
 		size_t i;
-		enum conc_status s = do_select(cs, SS_CHANS, flags, false,
-					       timed ? stress_short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
-		if (s == CONC_TIMEDOUT && timed) {
-			atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
-			continue;
-		}
+		enum conc_status s = ss_select(w, cs, flags, &i);
 		if (s != CONC_OK) {
 			fail("select sender %zu: %s (case %zu) after %zu items", w->id, conc_strerror(s), i, done);
-			ss_abort(ss);
+			close_all(ss->ch, SS_CHANS);
 			break;
 		}
 		if (++w->moved[i] == ss->n)
 			cs[i].chan = NULL;
 		else
 			items[i]++;
-		done++;
 	}
 	return NULL;
 }
 
 static void *ss_select_receiver(void *arg)
 {
-	struct ss_worker *w = arg;
-	struct ss *ss = w->ss;
+	struct worker *w = arg;
+	struct ss *ss = w->shared;
 	size_t *last = fifo_table(SS_PRODUCERS);
 	uint64_t out[SS_CHANS];
 	struct conc_select_case cs[SS_CHANS];
 	for (size_t k = 0; k < SS_CHANS; k++)
 		cs[k] = conc_select_recv(ss->ch[k], &out[k]);
 	unsigned flags = w->id % 2 ? CONC_SELECT_BIASED : 0;
-	pthread_barrier_wait(&ss->start);
-	for (size_t done = 0; done < SS_CHANS * ss->n;) {
-		bool timed = rng_below(&w->rng, 8) == 0;
+	pthread_barrier_wait(w->start);
+	for (size_t done = 0; done < SS_CHANS * ss->n; done++) {
 		size_t i;
-		enum conc_status s = do_select(cs, SS_CHANS, flags, false,
-					       timed ? stress_short_deadline(&w->rng) : conc_deadline_forever(), NULL, &i);
-		if (s == CONC_TIMEDOUT && timed) {
-			atomic_fetch_add_explicit(&ss->retries, 1, memory_order_relaxed);
-			continue;
-		}
+		enum conc_status s = ss_select(w, cs, flags, &i);
 		if (s != CONC_OK) {
 			fail("select receiver %zu: %s (case %zu) after %zu items", w->id, conc_strerror(s), i, done);
-			ss_abort(ss);
+			close_all(ss->ch, SS_CHANS);
 			break;
 		}
 		ss_take(w, last, i, out[i]);
 		if (atomic_load(&failed_flag)) {
-			ss_abort(ss);
+			close_all(ss->ch, SS_CHANS);
 			break;
 		}
 		if (w->moved[i] == ss->n)
 			cs[i].chan = NULL;
-		done++;
 	}
 	free(last);
 	return NULL;
@@ -324,52 +463,37 @@ static void scenario_select_stress(size_t unused)
 	ss.n = SIZED(60000, 30000);
 	atomic_init(&ss.retries, 0);
 	for (size_t k = 0; k < SS_CHANS; k++)
-		if (conc_chan_new(&ss.ch[k], ss_caps[k], sizeof(uint64_t)) != CONC_OK) {
-			fail("conc_chan_new(%zu) failed", ss_caps[k]);
+		if (!make_chan(&ss.ch[k], ss_caps[k]))
 			return;
-		}
 	conc_test_ledger_init(&ss.ledger, SS_PRODUCERS, ss.n);
-	struct ss_worker w[SS_WORKERS];
-	memset(w, 0, sizeof w);
-	barrier_init(&ss.start, SS_WORKERS);
 	static void *(*const fns[])(void *) = {ss_sender, ss_receiver, ss_select_sender, ss_select_receiver};
+	struct worker w[SS_WORKERS];
 	for (size_t t = 0; t < SS_WORKERS; t++) {
-		w[t].ss = &ss;
-		w[t].role = t < 2 * SS_CHANS ? (enum ss_role)(t % 2) : (enum ss_role)(2 + t % 2);
-		w[t].id = t < 2 * SS_CHANS ? t / 2 : (t - 2 * SS_CHANS) / 2;
-		w[t].rng = rng_for(100 + t);
-		spawn(&w[t].thread, fns[w[t].role], &w[t]);
+		w[t].fn = fns[ss_role(t)];
+		w[t].id = ss_id(t);
 	}
-	for (size_t t = 0; t < SS_WORKERS; t++)
-		join(w[t].thread);
-	pthread_barrier_destroy(&ss.start);
+	run_crew(w, SS_WORKERS, &ss, 100);
 
 	if (!atomic_load(&failed_flag)) {
-		size_t sent[SS_CHANS] = {0}, got[SS_CHANS] = {0};
+		size_t sent[SS_CHANS] = {0}, got[SS_CHANS] = {0}, received = 0;
 		for (size_t t = 0; t < SS_WORKERS; t++)
 			for (size_t k = 0; k < SS_CHANS; k++) {
-				bool mine = w[t].role >= SS_SELECT_SEND || k == w[t].id;
+				enum ss_role role = ss_role(t);
+				bool mine = role >= SS_SELECT_SEND || k == w[t].id;
 				if (w[t].moved[k] != (mine ? ss.n : 0))
-					fail("worker %zu (role %d) moved %zu items on channel %zu, not %zu", t,
-					     (int)w[t].role, w[t].moved[k], k, mine ? ss.n : 0);
-				*(w[t].role == SS_SEND || w[t].role == SS_SELECT_SEND ? &sent[k] : &got[k]) +=
-					w[t].moved[k];
+					fail("worker %zu (role %d) moved %zu items on channel %zu, not %zu", t, (int)role,
+					     w[t].moved[k], k, mine ? ss.n : 0);
+				*(role == SS_SEND || role == SS_SELECT_SEND ? &sent[k] : &got[k]) += w[t].moved[k];
 			}
-		for (size_t k = 0; k < SS_CHANS; k++)
+		for (size_t k = 0; k < SS_CHANS; k++) {
 			if (sent[k] != got[k])
 				fail("channel %zu: %zu sent, %zu received", k, sent[k], got[k]);
-		size_t missing = conc_test_ledger_missing(&ss.ledger);
-		if (missing)
-			fail("%zu items never arrived", missing);
+			received += got[k];
+		}
+		check_all_delivered(&ss.ledger, received);
 	}
-	for (size_t k = 0; k < SS_CHANS; k++) {
-		uint64_t v;
-		enum conc_status s = conc_chan_try_recv(ss.ch[k], &v);
-		if (!atomic_load(&failed_flag) && s != CONC_EMPTY)
-			fail("channel %zu: try_recv after the run gave %s", k, conc_strerror(s));
-		if ((s = conc_chan_free(ss.ch[k])) != CONC_OK)
-			fail("conc_chan_free gave %s", conc_strerror(s));
-	}
+	check_chans_left(ss.ch, SS_CHANS, CONC_EMPTY);
+	free_chans(ss.ch, SS_CHANS);
 	note("%zu items per producer, %zu timed-out calls retried", ss.n, atomic_load(&ss.retries));
 	conc_test_ledger_free(&ss.ledger);
 }
@@ -395,25 +519,14 @@ struct fi {
 	struct conc_test_ledger ledger;
 	size_t n;
 	atomic_size_t received, retries;
-	pthread_barrier_t start;
 };
 
-struct fi_worker {
-	struct fi *fi;
-	size_t id;
-	struct rng rng;
-	pthread_t thread;
-};
-
-static void fi_abort(struct fi *fi)
+/* A producer's send on its channel, by one of five means, retried until
+ * the item is sent or the channel fails. */
+static enum conc_status fi_send(struct worker *w, uint64_t *v)
 {
-	for (size_t p = 0; p < FI_PRODUCERS; p++)
-		(void)conc_chan_close(fi->ch[p]);
-}
-
-static enum conc_status fi_send(struct fi_worker *w, struct conc_chan *ch, uint64_t *v)
-{
-	struct fi *fi = w->fi;
+	struct fi *fi = w->shared;
+	struct conc_chan *ch = fi->ch[w->id];
 	for (;;) {
 		struct conc_select_case cs[2] = {conc_select_send(ch, v), conc_select_timer(conc_deadline_poll())};
 		size_t op = rng_below(&w->rng, 10), i;
@@ -446,20 +559,12 @@ static enum conc_status fi_send(struct fi_worker *w, struct conc_chan *ch, uint6
 
 static void *fi_producer(void *arg)
 {
-	struct fi_worker *w = arg;
-	struct fi *fi = w->fi;
-	struct conc_chan *ch = fi->ch[w->id];
-	pthread_barrier_wait(&fi->start);
-	for (size_t i = 0; i < fi->n; i++) {
-		uint64_t v = CONC_TEST_ITEM(w->id, i);
-		enum conc_status s = fi_send(w, ch, &v);
-		if (s != CONC_OK) {
-			fail("producer %zu: item #%zu gave %s", w->id, i, conc_strerror(s));
-			fi_abort(fi);
-			return NULL;
-		}
-	}
-	enum conc_status s = conc_chan_close(ch);
+	struct worker *w = arg;
+	struct fi *fi = w->shared;
+	pthread_barrier_wait(w->start);
+	if (send_items(w, fi->n, fi_send, fi->ch, FI_PRODUCERS) < fi->n)
+		return NULL;
+	enum conc_status s = conc_chan_close(fi->ch[w->id]);
 	if (s != CONC_OK)
 		fail("producer %zu: close gave %s", w->id, conc_strerror(s));
 	return NULL;
@@ -467,15 +572,15 @@ static void *fi_producer(void *arg)
 
 static void *fi_consumer(void *arg)
 {
-	struct fi_worker *w = arg;
-	struct fi *fi = w->fi;
+	struct worker *w = arg;
+	struct fi *fi = w->shared;
 	size_t *last = fifo_table(FI_PRODUCERS);
 	uint64_t out[FI_PRODUCERS];
 	struct conc_select_case cs[FI_PRODUCERS];
 	for (size_t p = 0; p < FI_PRODUCERS; p++)
 		cs[p] = conc_select_recv(fi->ch[p], &out[p]);
 	unsigned flags = w->id == 1 ? CONC_SELECT_BIASED : 0;
-	pthread_barrier_wait(&fi->start);
+	pthread_barrier_wait(w->start);
 	for (size_t open = FI_PRODUCERS; open > 0;) {
 		size_t i;
 		enum conc_status s = CONC_WOULDBLOCK;
@@ -484,10 +589,7 @@ static void *fi_consumer(void *arg)
 		if (s == CONC_WOULDBLOCK)
 			s = do_select(cs, FI_PRODUCERS, flags, false, conc_deadline_forever(), NULL, &i);
 		if (s == CONC_OK) {
-			if (CONC_TEST_PRODUCER(out[i]) != i)
-				fail("item p%zu #%zu came through channel %zu", CONC_TEST_PRODUCER(out[i]),
-				     CONC_TEST_SEQ(out[i]), i);
-			take_item(&fi->ledger, last, out[i]);
+			take_item_via(&fi->ledger, last, out[i], i, CONC_TEST_PRODUCER(out[i]));
 			atomic_fetch_add_explicit(&fi->received, 1, memory_order_relaxed);
 		} else if (s == CONC_CLOSED) {
 			cs[i].chan = NULL;
@@ -496,7 +598,7 @@ static void *fi_consumer(void *arg)
 			fail("consumer %zu: select gave %s", w->id, conc_strerror(s));
 		}
 		if (atomic_load(&failed_flag)) {
-			fi_abort(fi);
+			close_all(fi->ch, FI_PRODUCERS);
 			break;
 		}
 	}
@@ -512,36 +614,15 @@ static void scenario_fan_in(size_t consumers)
 	atomic_init(&fi.received, 0);
 	atomic_init(&fi.retries, 0);
 	for (size_t p = 0; p < FI_PRODUCERS; p++)
-		if (conc_chan_new(&fi.ch[p], fi_caps[p], sizeof(uint64_t)) != CONC_OK) {
-			fail("conc_chan_new(%zu) failed", fi_caps[p]);
+		if (!make_chan(&fi.ch[p], fi_caps[p]))
 			return;
-		}
 	conc_test_ledger_init(&fi.ledger, FI_PRODUCERS, fi.n);
-	size_t n = FI_PRODUCERS + consumers;
-	struct fi_worker w[FI_PRODUCERS + 2];
-	barrier_init(&fi.start, (unsigned)n);
-	for (size_t t = 0; t < n; t++) {
-		w[t].fi = &fi;
-		w[t].id = t < consumers ? t : t - consumers;
-		w[t].rng = rng_for(200 + consumers * 20 + t);
-		spawn(&w[t].thread, t < consumers ? fi_consumer : fi_producer, &w[t]);
-	}
-	for (size_t t = 0; t < n; t++)
-		join(w[t].thread);
-	pthread_barrier_destroy(&fi.start);
+	struct worker w[FI_PRODUCERS + 2];
+	run_split_crew(w, consumers, fi_consumer, FI_PRODUCERS, fi_producer, &fi, 200 + consumers * 20);
 
-	size_t total = FI_PRODUCERS * fi.n, got = atomic_load(&fi.received);
-	size_t missing = conc_test_ledger_missing(&fi.ledger);
-	if (got != total || missing)
-		fail("received %zu of %zu items, %zu never arrived", got, total, missing);
-	for (size_t p = 0; p < FI_PRODUCERS; p++) {
-		uint64_t v;
-		enum conc_status s = conc_chan_try_recv(fi.ch[p], &v);
-		if (s != CONC_CLOSED)
-			fail("channel %zu: try_recv after the run gave %s", p, conc_strerror(s));
-		if ((s = conc_chan_free(fi.ch[p])) != CONC_OK)
-			fail("conc_chan_free gave %s", conc_strerror(s));
-	}
+	size_t total = check_all_delivered(&fi.ledger, atomic_load(&fi.received));
+	check_chans_left(fi.ch, FI_PRODUCERS, CONC_CLOSED);
+	free_chans(fi.ch, FI_PRODUCERS);
 	note("%zu consumer(s), %zu items, %zu timed-out sends retried", consumers, total,
 	     atomic_load(&fi.retries));
 	conc_test_ledger_free(&fi.ledger);
@@ -566,20 +647,12 @@ struct rv {
 	struct conc_test_ledger ledger;
 	size_t n;
 	atomic_size_t senders_left, received, send_retries, recv_retries;
-	pthread_barrier_t start;
-};
-
-struct rv_worker {
-	struct rv *rv;
-	size_t id;
-	struct rng rng;
-	pthread_t thread;
 };
 
 /* One send or receive, retried until it does not time out. */
-static enum conc_status rv_call(struct rv_worker *w, uint64_t *v, bool send)
+static enum conc_status rv_call(struct worker *w, uint64_t *v, bool send)
 {
-	struct rv *rv = w->rv;
+	struct rv *rv = w->shared;
 	switch (rng_below(&w->rng, 4)) {
 	case 0:
 		return send ? conc_chan_send(rv->ch, v) : conc_chan_recv(rv->ch, v);
@@ -587,41 +660,31 @@ static enum conc_status rv_call(struct rv_worker *w, uint64_t *v, bool send)
 		return send ? conc_chan_send_until(rv->ch, v, conc_deadline_forever(), NULL)
 			    : conc_chan_recv_until(rv->ch, v, conc_deadline_forever(), NULL);
 	default:
-		for (;;) {
-			enum conc_status s = stress_deadline_call(&w->rng, rv->ch, v, send);
-			if (s != CONC_TIMEDOUT)
-				return s;
-			atomic_fetch_add_explicit(send ? &rv->send_retries : &rv->recv_retries, 1,
-						  memory_order_relaxed);
-		}
+		return deadline_call_retried(&w->rng, rv->ch, v, send, send ? &rv->send_retries : &rv->recv_retries);
 	}
+}
+
+static enum conc_status rv_send(struct worker *w, uint64_t *v)
+{
+	return rv_call(w, v, true);
 }
 
 static void *rv_sender(void *arg)
 {
-	struct rv_worker *w = arg;
-	struct rv *rv = w->rv;
-	pthread_barrier_wait(&rv->start);
-	for (size_t i = 0; i < rv->n; i++) {
-		uint64_t v = CONC_TEST_ITEM(w->id, i);
-		enum conc_status s = rv_call(w, &v, true);
-		if (s != CONC_OK) {
-			fail("sender %zu: item #%zu gave %s", w->id, i, conc_strerror(s));
-			(void)conc_chan_close(rv->ch);
-			return NULL;
-		}
-	}
-	if (atomic_fetch_sub(&rv->senders_left, 1) == 1 && conc_chan_close(rv->ch) != CONC_OK)
-		fail("close did not return OK");
+	struct worker *w = arg;
+	struct rv *rv = w->shared;
+	pthread_barrier_wait(w->start);
+	if (send_items(w, rv->n, rv_send, &rv->ch, 1) == rv->n)
+		close_if_last(&rv->senders_left, rv->ch);
 	return NULL;
 }
 
 static void *rv_receiver(void *arg)
 {
-	struct rv_worker *w = arg;
-	struct rv *rv = w->rv;
+	struct worker *w = arg;
+	struct rv *rv = w->shared;
 	size_t *last = fifo_table(RV_SENDERS);
-	pthread_barrier_wait(&rv->start);
+	pthread_barrier_wait(w->start);
 	for (;;) {
 		uint64_t v;
 		enum conc_status s = rv_call(w, &v, false);
@@ -650,33 +713,15 @@ static void scenario_rendezvous(size_t unused)
 	atomic_init(&rv.received, 0);
 	atomic_init(&rv.send_retries, 0);
 	atomic_init(&rv.recv_retries, 0);
-	if (conc_chan_new(&rv.ch, 0, sizeof(uint64_t)) != CONC_OK) {
-		fail("conc_chan_new(0) failed");
+	if (!make_chan(&rv.ch, 0))
 		return;
-	}
 	conc_test_ledger_init(&rv.ledger, RV_SENDERS, rv.n);
-	struct rv_worker w[RV_SENDERS + RV_RECEIVERS];
-	barrier_init(&rv.start, RV_SENDERS + RV_RECEIVERS);
-	for (size_t t = 0; t < RV_SENDERS + RV_RECEIVERS; t++) {
-		w[t].rv = &rv;
-		w[t].id = t < RV_RECEIVERS ? t : t - RV_RECEIVERS;
-		w[t].rng = rng_for(300 + t);
-		spawn(&w[t].thread, t < RV_RECEIVERS ? rv_receiver : rv_sender, &w[t]);
-	}
-	for (size_t t = 0; t < RV_SENDERS + RV_RECEIVERS; t++)
-		join(w[t].thread);
-	pthread_barrier_destroy(&rv.start);
+	struct worker w[RV_SENDERS + RV_RECEIVERS];
+	run_split_crew(w, RV_RECEIVERS, rv_receiver, RV_SENDERS, rv_sender, &rv, 300);
 
-	size_t total = RV_SENDERS * rv.n, got = atomic_load(&rv.received);
-	size_t missing = conc_test_ledger_missing(&rv.ledger);
-	if (got != total || missing)
-		fail("received %zu of %zu items, %zu never arrived", got, total, missing);
-	uint64_t v;
-	enum conc_status s = conc_chan_try_recv(rv.ch, &v);
-	if (s != CONC_CLOSED)
-		fail("try_recv after the run gave %s", conc_strerror(s));
-	if ((s = conc_chan_free(rv.ch)) != CONC_OK)
-		fail("conc_chan_free gave %s", conc_strerror(s));
+	size_t total = check_all_delivered(&rv.ledger, atomic_load(&rv.received));
+	check_chans_left(&rv.ch, 1, CONC_CLOSED);
+	free_chans(&rv.ch, 1);
 	note("%zu items, %zu send and %zu receive timeouts retried", total, atomic_load(&rv.send_retries),
 	     atomic_load(&rv.recv_retries));
 	conc_test_ledger_free(&rv.ledger);
@@ -1190,60 +1235,46 @@ struct tl {
 	struct conc_test_ledger ledger;
 	size_t n;
 	atomic_size_t left[2], received, send_timers, recv_timers, timeouts;
-	pthread_barrier_t start;
 };
 
-struct tl_worker {
-	struct tl *tl;
-	size_t id;
-	struct rng rng;
-	pthread_t thread;
-};
+/* A producer's send, after a random gap: plain, or a select with a short
+ * timer case, retried with the same item while the timer wins. */
+static enum conc_status tl_send(struct worker *w, uint64_t *v)
+{
+	struct tl *tl = w->shared;
+	struct conc_chan *ch = tl->ch[w->id % 2];
+	if (rng_below(&w->rng, 4) == 0)
+		spin_random(&w->rng);
+	if (rng_below(&w->rng, 3) == 0)
+		return conc_chan_send(ch, v);
+	for (;;) {
+		struct conc_select_case cs[2] = {conc_select_send(ch, v), conc_select_timer(stress_short_deadline(&w->rng))};
+		size_t c;
+		enum conc_status s = do_select(cs, 2, random_flags(&w->rng), false, conc_deadline_forever(), NULL, &c);
+		if (s != CONC_OK || c == 0)
+			return s;
+		atomic_fetch_add_explicit(&tl->send_timers, 1, memory_order_relaxed);
+	}
+}
 
 static void *tl_producer(void *arg)
 {
-	struct tl_worker *w = arg;
-	struct tl *tl = w->tl;
-	struct conc_chan *ch = tl->ch[w->id % 2];
-	pthread_barrier_wait(&tl->start);
-	for (size_t i = 0; i < tl->n; i++) {
-		if (rng_below(&w->rng, 4) == 0)
-			spin_random(&w->rng);
-		uint64_t v = CONC_TEST_ITEM(w->id, i);
-		enum conc_status s;
-		if (rng_below(&w->rng, 3) == 0) {
-			s = conc_chan_send(ch, &v);
-		} else {
-			for (;;) {
-				struct conc_select_case cs[2] = {conc_select_send(ch, &v),
-								 conc_select_timer(stress_short_deadline(&w->rng))};
-				size_t c;
-				s = do_select(cs, 2, random_flags(&w->rng), false, conc_deadline_forever(), NULL, &c);
-				if (s != CONC_OK || c == 0)
-					break;
-				atomic_fetch_add_explicit(&tl->send_timers, 1, memory_order_relaxed);
-			}
-		}
-		if (s != CONC_OK) {
-			fail("producer %zu: item #%zu gave %s", w->id, i, conc_strerror(s));
-			(void)conc_chan_close(tl->ch[0]);
-			(void)conc_chan_close(tl->ch[1]);
-			return NULL;
-		}
-	}
-	if (atomic_fetch_sub(&tl->left[w->id % 2], 1) == 1 && conc_chan_close(ch) != CONC_OK)
-		fail("close did not return OK");
+	struct worker *w = arg;
+	struct tl *tl = w->shared;
+	pthread_barrier_wait(w->start);
+	if (send_items(w, tl->n, tl_send, tl->ch, 2) == tl->n)
+		close_if_last(&tl->left[w->id % 2], tl->ch[w->id % 2]);
 	return NULL;
 }
 
 static void *tl_consumer(void *arg)
 {
-	struct tl_worker *w = arg;
-	struct tl *tl = w->tl;
+	struct worker *w = arg;
+	struct tl *tl = w->shared;
 	size_t *last = fifo_table(TL_PRODUCERS);
 	uint64_t out[2];
 	struct conc_select_case cs[3] = {conc_select_recv(tl->ch[0], &out[0]), conc_select_recv(tl->ch[1], &out[1])};
-	pthread_barrier_wait(&tl->start);
+	pthread_barrier_wait(w->start);
 	for (size_t open = 2; open > 0;) {
 		bool timer = rng_below(&w->rng, 4) != 0;
 		cs[2] = conc_select_timer(stress_short_deadline(&w->rng));
@@ -1253,10 +1284,7 @@ static void *tl_consumer(void *arg)
 		if (s == CONC_OK && i == 2) {
 			atomic_fetch_add_explicit(&tl->recv_timers, 1, memory_order_relaxed);
 		} else if (s == CONC_OK) {
-			if (CONC_TEST_PRODUCER(out[i]) % 2 != i)
-				fail("item p%zu #%zu came through the wrong channel", CONC_TEST_PRODUCER(out[i]),
-				     CONC_TEST_SEQ(out[i]));
-			take_item(&tl->ledger, last, out[i]);
+			take_item_via(&tl->ledger, last, out[i], i, CONC_TEST_PRODUCER(out[i]) % 2);
 			atomic_fetch_add_explicit(&tl->received, 1, memory_order_relaxed);
 		} else if (s == CONC_CLOSED) {
 			cs[i].chan = NULL;
@@ -1267,8 +1295,7 @@ static void *tl_consumer(void *arg)
 			fail("consumer %zu: select gave %s", w->id, conc_strerror(s));
 		}
 		if (atomic_load(&failed_flag)) {
-			(void)conc_chan_close(tl->ch[0]);
-			(void)conc_chan_close(tl->ch[1]);
+			close_all(tl->ch, 2);
 			break;
 		}
 	}
@@ -1288,36 +1315,15 @@ static void scenario_timers(size_t unused)
 	atomic_init(&tl.send_timers, 0);
 	atomic_init(&tl.recv_timers, 0);
 	atomic_init(&tl.timeouts, 0);
-	if (conc_chan_new(&tl.ch[0], 2, sizeof(uint64_t)) != CONC_OK ||
-	    conc_chan_new(&tl.ch[1], 0, sizeof(uint64_t)) != CONC_OK) {
-		fail("conc_chan_new failed");
+	if (!make_chan(&tl.ch[0], 2) || !make_chan(&tl.ch[1], 0))
 		return;
-	}
 	conc_test_ledger_init(&tl.ledger, TL_PRODUCERS, tl.n);
-	struct tl_worker w[TL_PRODUCERS + TL_CONSUMERS];
-	barrier_init(&tl.start, TL_PRODUCERS + TL_CONSUMERS);
-	for (size_t t = 0; t < TL_PRODUCERS + TL_CONSUMERS; t++) {
-		w[t].tl = &tl;
-		w[t].id = t < TL_CONSUMERS ? t : t - TL_CONSUMERS;
-		w[t].rng = rng_for(600 + t);
-		spawn(&w[t].thread, t < TL_CONSUMERS ? tl_consumer : tl_producer, &w[t]);
-	}
-	for (size_t t = 0; t < TL_PRODUCERS + TL_CONSUMERS; t++)
-		join(w[t].thread);
-	pthread_barrier_destroy(&tl.start);
+	struct worker w[TL_PRODUCERS + TL_CONSUMERS];
+	run_split_crew(w, TL_CONSUMERS, tl_consumer, TL_PRODUCERS, tl_producer, &tl, 600);
 
-	size_t total = TL_PRODUCERS * tl.n, got = atomic_load(&tl.received);
-	size_t missing = conc_test_ledger_missing(&tl.ledger);
-	if (got != total || missing)
-		fail("received %zu of %zu items, %zu never arrived", got, total, missing);
-	for (size_t c = 0; c < 2; c++) {
-		uint64_t v;
-		enum conc_status s = conc_chan_try_recv(tl.ch[c], &v);
-		if (s != CONC_CLOSED)
-			fail("try_recv after the run gave %s", conc_strerror(s));
-		if ((s = conc_chan_free(tl.ch[c])) != CONC_OK)
-			fail("conc_chan_free gave %s", conc_strerror(s));
-	}
+	size_t total = check_all_delivered(&tl.ledger, atomic_load(&tl.received));
+	check_chans_left(tl.ch, 2, CONC_CLOSED);
+	free_chans(tl.ch, 2);
 	note("%zu items; timer cases won %zu sends and %zu receives, %zu receive timeouts", total,
 	     atomic_load(&tl.send_timers), atomic_load(&tl.recv_timers), atomic_load(&tl.timeouts));
 	conc_test_ledger_free(&tl.ledger);
@@ -1504,27 +1510,20 @@ static void scenario_pass_on(size_t unused)
 #define NB_CAP (NB_WORKERS + 1)
 #define NB_CASES 7
 
+enum { NB_A, NB_S }; /* a worker's moved[]: the items it sent into A and into S */
+
 struct nb {
 	struct conc_chan *a, *s, *empty, *full, *rdv;
 	struct conc_test_ledger la, ls; /* ls: producer NB_WORKERS is the prefill */
 	size_t n;
 	atomic_size_t misses;
-	pthread_barrier_t start;
-};
-
-struct nb_worker {
-	struct nb *nb;
-	size_t id;
-	struct rng rng;
-	size_t sent_a, sent_s;
-	pthread_t thread;
 };
 
 /* Build the cases, the ready one at a random place; returns its index. */
-static size_t nb_cases(struct nb_worker *w, struct conc_select_case *cs, struct conc_select_case ready,
+static size_t nb_cases(struct worker *w, struct conc_select_case *cs, struct conc_select_case ready,
 		       uint64_t *junk, const uint64_t *elem)
 {
-	struct nb *nb = w->nb;
+	struct nb *nb = w->shared;
 	cs[0] = ready;
 	cs[1] = conc_select_recv(nb->empty, &junk[0]);
 	cs[2] = conc_select_recv(nb->rdv, &junk[1]);
@@ -1545,22 +1544,22 @@ static size_t nb_cases(struct nb_worker *w, struct conc_select_case *cs, struct 
 
 static void *nb_main(void *arg)
 {
-	struct nb_worker *w = arg;
-	struct nb *nb = w->nb;
+	struct worker *w = arg;
+	struct nb *nb = w->shared;
 	size_t *last_a = fifo_table(NB_WORKERS), *last_s = fifo_table(NB_WORKERS + 1);
-	pthread_barrier_wait(&nb->start);
+	pthread_barrier_wait(w->start);
 	for (size_t step = 0; step < nb->n && !atomic_load(&failed_flag); step++) {
 		struct conc_select_case cs[NB_CASES];
 		uint64_t out, junk[3], v;
 		size_t at, i;
 		enum conc_status s;
 		if (rng_below(&w->rng, 2)) {
-			v = CONC_TEST_ITEM(w->id, w->sent_a);
+			v = CONC_TEST_ITEM(w->id, w->moved[NB_A]);
 			if ((s = conc_chan_send(nb->a, &v)) != CONC_OK) {
 				fail("send into A gave %s", conc_strerror(s));
 				break;
 			}
-			w->sent_a++;
+			w->moved[NB_A]++;
 			at = nb_cases(w, cs, conc_select_recv(nb->a, &out), junk, &v);
 			s = do_select(cs, NB_CASES, random_flags(&w->rng), true, conc_deadline_poll(), NULL, &i);
 			if (s != CONC_OK || i != at) {
@@ -1576,7 +1575,7 @@ static void *nb_main(void *arg)
 				break;
 			}
 			take_item(&nb->ls, last_s, out);
-			v = CONC_TEST_ITEM(w->id, w->sent_s);
+			v = CONC_TEST_ITEM(w->id, w->moved[NB_S]);
 			at = nb_cases(w, cs, conc_select_send(nb->s, &v), junk, &v);
 			s = do_select(cs, NB_CASES, random_flags(&w->rng), true, conc_deadline_poll(), NULL, &i);
 			if (s != CONC_OK || i != at) {
@@ -1585,7 +1584,7 @@ static void *nb_main(void *arg)
 				     i, at);
 				break;
 			}
-			w->sent_s++;
+			w->moved[NB_S]++;
 		}
 	}
 	free(last_a);
@@ -1600,14 +1599,9 @@ static void scenario_try(size_t unused)
 	memset(&nb, 0, sizeof nb);
 	nb.n = SIZED(300000, 100000);
 	atomic_init(&nb.misses, 0);
-	if (conc_chan_new(&nb.a, NB_CAP, sizeof(uint64_t)) != CONC_OK ||
-	    conc_chan_new(&nb.s, NB_CAP, sizeof(uint64_t)) != CONC_OK ||
-	    conc_chan_new(&nb.empty, 4, sizeof(uint64_t)) != CONC_OK ||
-	    conc_chan_new(&nb.full, 1, sizeof(uint64_t)) != CONC_OK ||
-	    conc_chan_new(&nb.rdv, 0, sizeof(uint64_t)) != CONC_OK) {
-		fail("conc_chan_new failed");
+	if (!make_chan(&nb.a, NB_CAP) || !make_chan(&nb.s, NB_CAP) || !make_chan(&nb.empty, 4) ||
+	    !make_chan(&nb.full, 1) || !make_chan(&nb.rdv, 0))
 		return;
-	}
 	conc_test_ledger_init(&nb.la, NB_WORKERS, nb.n);
 	conc_test_ledger_init(&nb.ls, NB_WORKERS + 1, nb.n > NB_CAP ? nb.n : NB_CAP);
 	uint64_t v = CONC_TEST_ITEM(NB_WORKERS, 0);
@@ -1618,18 +1612,12 @@ static void scenario_try(size_t unused)
 		if (conc_chan_try_send(nb.s, &v) != CONC_OK)
 			fail("prefilling S failed");
 	}
-	struct nb_worker w[NB_WORKERS];
-	memset(w, 0, sizeof w);
-	barrier_init(&nb.start, NB_WORKERS);
+	struct worker w[NB_WORKERS];
 	for (size_t t = 0; t < NB_WORKERS; t++) {
-		w[t].nb = &nb;
+		w[t].fn = nb_main; /* each worker both sends and receives */
 		w[t].id = t;
-		w[t].rng = rng_for(700 + t);
-		spawn(&w[t].thread, nb_main, &w[t]);
 	}
-	for (size_t t = 0; t < NB_WORKERS; t++)
-		join(w[t].thread);
-	pthread_barrier_destroy(&nb.start);
+	run_crew(w, NB_WORKERS, &nb, 700);
 
 	/* What S still holds is one more consumer's. */
 	size_t *last = fifo_table(NB_WORKERS + 1), left = 0;
@@ -1646,8 +1634,8 @@ static void scenario_try(size_t unused)
 			fail("A after the run: try_recv gave %s", conc_strerror(s));
 		size_t sent_a = 0, sent_s = NB_CAP;
 		for (size_t t = 0; t < NB_WORKERS; t++) {
-			sent_a += w[t].sent_a;
-			sent_s += w[t].sent_s;
+			sent_a += w[t].moved[NB_A];
+			sent_s += w[t].moved[NB_S];
 		}
 		size_t missing_a = conc_test_ledger_missing(&nb.la), missing_s = conc_test_ledger_missing(&nb.ls);
 		if (missing_a != NB_WORKERS * nb.n - sent_a)
@@ -1657,9 +1645,7 @@ static void scenario_try(size_t unused)
 			     missing_s - ((NB_WORKERS + 1) * nb.ls.per_producer - sent_s));
 	}
 	struct conc_chan *chans[] = {nb.a, nb.s, nb.empty, nb.full, nb.rdv};
-	for (size_t c = 0; c < sizeof chans / sizeof chans[0]; c++)
-		if ((s = conc_chan_free(chans[c])) != CONC_OK)
-			fail("conc_chan_free gave %s", conc_strerror(s));
+	free_chans(chans, sizeof chans / sizeof chans[0]);
 	note("%zu steps per worker, %zu misses", nb.n, atomic_load(&nb.misses));
 	conc_test_ledger_free(&nb.la);
 	conc_test_ledger_free(&nb.ls);

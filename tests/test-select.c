@@ -162,6 +162,26 @@ static void op_join(struct op *op)
 	join(op->thread);
 }
 
+/* One blocking receive from c (send false) or send of v on c: a plain call
+ * (form 0), or a select with it as case 1 beside a nil receive case 0
+ * (form 1). */
+static void op_either_form(struct op *op, struct conc_chan *c, bool send, uint64_t v, int form)
+{
+	if (form == 0 && send) {
+		op_send(op, c, v, conc_deadline_forever(), NULL);
+	} else if (form == 0) {
+		op_recv(op, c, conc_deadline_forever(), NULL);
+	} else {
+		op_init(op);
+		sel_recv(op, 0, NULL);
+		if (send)
+			sel_send(op, 1, c, v);
+		else
+			sel_recv(op, 1, c);
+		op_select(op, 2, 0, conc_deadline_forever(), NULL);
+	}
+}
+
 /* --------------------------------------------------------- every capacity */
 
 /*
@@ -176,14 +196,7 @@ Test(select, recv_on_empty_blocks_until_a_send, .timeout = 120)
 		struct conc_chan *c = new_chan(caps[k], 8);
 		for (int form = 0; form < 2; form++) {
 			struct op r;
-			if (form == 0) {
-				op_recv(&r, c, conc_deadline_forever(), NULL);
-			} else {
-				op_init(&r);
-				sel_recv(&r, 0, NULL);
-				sel_recv(&r, 1, c);
-				op_select(&r, 2, 0, conc_deadline_forever(), NULL);
-			}
+			op_either_form(&r, c, false, 0, form);
 			conc_test_wait_chan_parked(c, false, 1);
 			cr_assert_eq(atomic_load(&r.finished), 0, "cap %zu: a receive on an empty channel returned",
 				     caps[k]);
@@ -231,14 +244,7 @@ Test(select, send_blocks_exactly_when_full, .timeout = 120)
 		for (int form = 0; form < 2; form++) {
 			struct op s;
 			uint64_t sent = 1000 + (uint64_t)form;
-			if (form == 0) {
-				op_send(&s, c, sent, conc_deadline_forever(), NULL);
-			} else {
-				op_init(&s);
-				sel_recv(&s, 0, NULL);
-				sel_send(&s, 1, c, sent);
-				op_select(&s, 2, 0, conc_deadline_forever(), NULL);
-			}
+			op_either_form(&s, c, true, sent, form);
 			conc_test_wait_chan_parked(c, true, 1);
 			cr_assert_eq(atomic_load(&s.finished), 0);
 			cr_assert_eq(conc_chan_len(c), cap, "a blocked sender's element is in the channel");
@@ -707,26 +713,68 @@ static void spin_until(_Atomic(size_t) *a, size_t want)
 	}
 }
 
-/* The helper of nonblock_recv_race: one conc_select_try per round. */
+/*
+ * A helper thread that runs poll(arg) once a round, in step with the test:
+ * round r (from 1) starts when the test calls lockstep_go(r) and is over
+ * when lockstep_wait(r) returns, so the test may set up before the one and
+ * check after the other.
+ */
+struct lockstep {
+	void (*poll)(void *arg);
+	void *arg;
+	size_t rounds;
+	_Atomic(size_t) go, done;
+	pthread_t t;
+};
+
+static void *lockstep_main(void *arg)
+{
+	struct lockstep *l = arg;
+	for (size_t r = 1; r <= l->rounds; r++) {
+		spin_until(&l->go, r);
+		l->poll(l->arg);
+		atomic_store(&l->done, r);
+	}
+	return NULL;
+}
+
+static void lockstep_start(struct lockstep *l, size_t rounds, void (*poll)(void *arg), void *arg)
+{
+	l->poll = poll;
+	l->arg = arg;
+	l->rounds = rounds;
+	atomic_init(&l->go, 0);
+	atomic_init(&l->done, 0);
+	start(&l->t, lockstep_main, l);
+}
+
+/* Start round r, then spin `delay` times: what the test does next meets
+ * the poll at a different stage as the delay changes from round to round. */
+static void lockstep_go(struct lockstep *l, size_t r, size_t delay)
+{
+	atomic_store(&l->go, r);
+	for (size_t j = 0; j < delay; j++)
+		conc_cpu_relax();
+}
+
+static void lockstep_wait(struct lockstep *l, size_t r)
+{
+	spin_until(&l->done, r);
+}
+
+/* The poll of nonblock_recv_race. */
 struct nbr {
 	struct conc_chan *c;
-	_Atomic(size_t) go, done;
-	size_t rounds;
 	enum conc_status last;
 	size_t chosen;
 };
 
-static void *nbr_main(void *arg)
+static void nbr_poll(void *arg)
 {
 	struct nbr *x = arg;
-	for (size_t r = 1; r <= x->rounds; r++) {
-		spin_until(&x->go, r);
-		uint64_t v = UNSET;
-		struct conc_select_case k[2] = {conc_select_recv(NULL, &v), conc_select_recv(x->c, &v)};
-		x->last = conc_select_try(k, 2, 0, &x->chosen);
-		atomic_store(&x->done, r);
-	}
-	return NULL;
+	uint64_t v = UNSET;
+	struct conc_select_case k[2] = {conc_select_recv(NULL, &v), conc_select_recv(x->c, &v)};
+	x->last = conc_select_try(k, 2, 0, &x->chosen);
 }
 
 /*
@@ -743,21 +791,16 @@ Test(select, nonblock_recv_race, .timeout = 120)
 	watchdog("nonblock_recv_race");
 	struct nbr x;
 	memset(&x, 0, sizeof x);
-	x.rounds = SCALED(20000);
-	atomic_init(&x.go, 0);
-	atomic_init(&x.done, 0);
-	pthread_t t;
-	start(&t, nbr_main, &x);
-	for (size_t r = 1; r <= x.rounds; r++) {
+	struct lockstep ls;
+	lockstep_start(&ls, SCALED(20000), nbr_poll, &x);
+	for (size_t r = 1; r <= ls.rounds; r++) {
 		x.c = new_chan(1, 8);
 		put(x.c, 1);
-		atomic_store(&x.go, r);
-		for (size_t j = 0; j < r % 128; j++)
-			conc_cpu_relax();
+		lockstep_go(&ls, r, r % 128);
 		cr_assert_eq(conc_chan_close(x.c), CONC_OK);
 		uint64_t v = UNSET;
 		enum conc_status mine = conc_chan_recv(x.c, &v);
-		spin_until(&x.done, r);
+		lockstep_wait(&ls, r);
 		cr_assert_neq(x.last, CONC_WOULDBLOCK, "round %zu: select_try found nothing ready on a channel that "
 						       "always had an element or was closed", r);
 		cr_assert(x.last == CONC_OK || x.last == CONC_CLOSED, "round %zu: %s", r, conc_strerror(x.last));
@@ -767,7 +810,7 @@ Test(select, nonblock_recv_race, .timeout = 120)
 			     mine == CONC_OK ? "twice" : "by nobody");
 		free_chan(x.c);
 	}
-	join(t);
+	join(ls.t);
 }
 
 /* select_try_finds_a_case_that_stays_ready: shared state and one worker. */
@@ -852,27 +895,20 @@ static void run_ready(enum ready_phase phase)
 	free_chan(x.never);
 }
 
-/* The helper of nonblock_select_race: one conc_select_try over c1, c2. */
+/* The poll of nonblock_select_race: one conc_select_try over c1, c2. */
 struct nsr {
 	struct conc_chan *c1, *c2;
-	_Atomic(size_t) go, done;
-	size_t rounds;
 	enum conc_status last;
 	size_t chosen;
 	uint64_t got;
 };
 
-static void *nsr_main(void *arg)
+static void nsr_poll(void *arg)
 {
 	struct nsr *x = arg;
-	for (size_t r = 1; r <= x->rounds; r++) {
-		spin_until(&x->go, r);
-		x->got = UNSET;
-		struct conc_select_case k[2] = {conc_select_recv(x->c1, &x->got), conc_select_recv(x->c2, &x->got)};
-		x->last = conc_select_try(k, 2, 0, &x->chosen);
-		atomic_store(&x->done, r);
-	}
-	return NULL;
+	x->got = UNSET;
+	struct conc_select_case k[2] = {conc_select_recv(x->c1, &x->got), conc_select_recv(x->c2, &x->got)};
+	x->last = conc_select_try(k, 2, 0, &x->chosen);
 }
 
 /*
@@ -888,22 +924,17 @@ Test(select, nonblock_select_race, .timeout = 120)
 	watchdog("nonblock_select_race");
 	struct nsr x;
 	memset(&x, 0, sizeof x);
-	x.rounds = SCALED(20000);
-	atomic_init(&x.go, 0);
-	atomic_init(&x.done, 0);
-	pthread_t t;
-	start(&t, nsr_main, &x);
-	for (size_t r = 1; r <= x.rounds; r++) {
+	struct lockstep ls;
+	lockstep_start(&ls, SCALED(20000), nsr_poll, &x);
+	for (size_t r = 1; r <= ls.rounds; r++) {
 		x.c1 = new_chan(1, 8);
 		x.c2 = new_chan(1, 8);
 		put(x.c1, 1);
-		atomic_store(&x.go, r);
-		for (size_t j = 0; j < r % 64; j++)
-			conc_cpu_relax();
+		lockstep_go(&ls, r, r % 64);
 		put(x.c2, 2);
 		uint64_t v = UNSET;
 		enum conc_status mine = conc_chan_try_recv(x.c1, &v);
-		spin_until(&x.done, r);
+		lockstep_wait(&ls, r);
 		cr_assert_neq(x.last, CONC_WOULDBLOCK, "round %zu: select_try found neither c1 nor c2 ready", r);
 		cr_assert_eq(x.last, CONC_OK, "round %zu: %s", r, conc_strerror(x.last));
 		cr_assert_eq(x.got, x.chosen + 1, "round %zu: case %zu received %llu", r, x.chosen,
@@ -914,7 +945,7 @@ Test(select, nonblock_select_race, .timeout = 120)
 		free_chan(x.c1);
 		free_chan(x.c2);
 	}
-	join(t);
+	join(ls.t);
 }
 
 /*
@@ -1347,6 +1378,26 @@ Test(select, pseudo_random_send_from_a_parked_select, .timeout = 120)
 
 /* ----------------------------------------------------------- multi-consumer */
 
+/* The end of a pipeline, on the test's thread: receive from c until it
+ * reports closed; what arrives is CONC_TEST_ITEM(0, 0..n-1), each once. */
+static void recv_each_once_until_closed(struct conc_chan *c, size_t n, const char *what)
+{
+	struct conc_test_ledger ledger;
+	conc_test_ledger_init(&ledger, 1, n);
+	size_t got = 0;
+	uint64_t v;
+	enum conc_status s;
+	while ((s = conc_chan_recv(c, &v)) == CONC_OK) {
+		cr_assert_eq(conc_test_ledger_mark(&ledger, v), 0, "%s: duplicate or bogus value %llx", what,
+			     (unsigned long long)v);
+		got++;
+	}
+	cr_assert_eq(s, CONC_CLOSED, "%s: the receive ended with %s", what, conc_strerror(s));
+	cr_assert_eq(got, n, "%s: %zu of %zu values arrived", what, got, n);
+	cr_assert_eq(conc_test_ledger_missing(&ledger), 0u, "%s", what);
+	conc_test_ledger_free(&ledger);
+}
+
 enum { MC_WORKERS = 6 };
 
 struct mc {
@@ -1420,22 +1471,11 @@ static void run_multi_consumer(size_t qcap)
 	}
 	pthread_t feeder;
 	start(&feeder, mc_feeder_main, &mc);
-	struct conc_test_ledger ledger;
-	conc_test_ledger_init(&ledger, 1, mc.items);
-	size_t n = 0;
-	uint64_t v;
-	enum conc_status s;
-	while ((s = conc_chan_recv(mc.r, &v)) == CONC_OK) {
-		cr_assert_eq(conc_test_ledger_mark(&ledger, v), 0, "q cap %zu: duplicate or bogus %llx", qcap,
-			     (unsigned long long)v);
-		n++;
-	}
-	cr_assert_eq(s, CONC_CLOSED);
+	char what[32];
+	snprintf(what, sizeof what, "q cap %zu", qcap);
+	recv_each_once_until_closed(mc.r, mc.items, what);
 	join(feeder);
 	cr_assert_eq(atomic_load(&mc.errors), 0, "q cap %zu", qcap);
-	cr_assert_eq(n, mc.items, "q cap %zu: %zu of %zu items arrived", qcap, n, mc.items);
-	cr_assert_eq(conc_test_ledger_missing(&ledger), 0u);
-	conc_test_ledger_free(&ledger);
 	assert_idle(mc.q);
 	assert_idle(mc.r);
 	free_chan(mc.q);
@@ -1932,23 +1972,11 @@ Test(select, double_select_delivers_each_value_once, .timeout = 120)
 	}
 	pthread_t sender;
 	start(&sender, dsel_sender_main, &x);
-	struct conc_test_ledger ledger;
-	conc_test_ledger_init(&ledger, 1, x.n);
-	size_t n = 0;
-	uint64_t v;
-	enum conc_status s;
-	while ((s = conc_chan_recv(x.out, &v)) == CONC_OK) {
-		cr_assert_eq(conc_test_ledger_mark(&ledger, v), 0, "duplicate value %llx", (unsigned long long)v);
-		n++;
-	}
-	cr_assert_eq(s, CONC_CLOSED);
+	recv_each_once_until_closed(x.out, x.n, "double select");
 	join(sender);
 	for (size_t j = 0; j < 4; j++)
 		join(m[j].t);
 	cr_assert_eq(atomic_load(&x.errors), 0);
-	cr_assert_eq(n, x.n);
-	cr_assert_eq(conc_test_ledger_missing(&ledger), 0u);
-	conc_test_ledger_free(&ledger);
 	for (size_t j = 0; j < 4; j++)
 		free_chan(x.c[j]);
 	free_chan(x.out);
