@@ -13,5 +13,6 @@
 #include "conc/ctx.h"
 #include "conc/chan.h"
 #include "conc/select.h"
+#include "conc/sem.h"
 
 #endif /* CONC_H */

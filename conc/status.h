@@ -36,7 +36,7 @@ enum conc_status {
 	CONC_BUSY,        /* the object is still in use (destroy with waiters) */
 	CONC_REJECTED,    /* refused by policy (e.g. an open circuit breaker) */
 	CONC_UNSUPPORTED, /* not implemented for this input or platform */
-	CONC_WOULDBLOCK,  /* a non-blocking select found no case ready */
+	CONC_WOULDBLOCK,  /* a non-blocking call found nothing ready (select, semaphore) */
 	CONC_STATUS_COUNT__
 };
 
@@ -56,7 +56,7 @@ static inline const char *conc_strerror(int status)
 	case CONC_BUSY:        return "CONC_BUSY: still in use";
 	case CONC_REJECTED:    return "CONC_REJECTED: rejected";
 	case CONC_UNSUPPORTED: return "CONC_UNSUPPORTED: not supported";
-	case CONC_WOULDBLOCK:  return "CONC_WOULDBLOCK: no case ready (would block)";
+	case CONC_WOULDBLOCK:  return "CONC_WOULDBLOCK: not ready now (would block)";
 	default:               return "CONC_?: unknown status";
 	}
 }

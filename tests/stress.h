@@ -72,7 +72,7 @@ STRESS_PRINTF(1, 2) static void fail(const char *fmt, ...)
 	fprintf(stderr, STRESS_PROG ": %s: %s\n", scenario_name, failed_msg);
 }
 
-STRESS_PRINTF(1, 2) static void note(const char *fmt, ...)
+STRESS_PRINTF(1, 2) CONC__UNUSED static void note(const char *fmt, ...)
 {
 	if (!verbose)
 		return;
@@ -89,13 +89,13 @@ struct rng {
 	uint64_t s;
 };
 
-static struct rng rng_for(uint64_t stream)
+CONC__UNUSED static struct rng rng_for(uint64_t stream)
 {
 	struct rng r = {seed_base ^ (stream * UINT64_C(0xd1342543de82ef95))};
 	return r;
 }
 
-static uint64_t rng_next(struct rng *r)
+CONC__UNUSED static uint64_t rng_next(struct rng *r)
 {
 	uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
 	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
@@ -104,13 +104,13 @@ static uint64_t rng_next(struct rng *r)
 }
 
 /* Uniform enough in [0, n), n > 0. */
-static size_t rng_below(struct rng *r, size_t n)
+CONC__UNUSED static size_t rng_below(struct rng *r, size_t n)
 {
 	return (size_t)(rng_next(r) % n);
 }
 
 /* Burn a random short while (the "random point" of a close or cancel). */
-static void spin_random(struct rng *r)
+CONC__UNUSED static void spin_random(struct rng *r)
 {
 	size_t n = rng_below(r, 4096);
 	for (size_t i = 0; i < n; i++) {
@@ -120,7 +120,7 @@ static void spin_random(struct rng *r)
 	}
 }
 
-static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+CONC__UNUSED static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
 {
 	int e = pthread_create(t, NULL, fn, arg);
 	if (e) {
@@ -129,7 +129,7 @@ static void spawn(pthread_t *t, void *(*fn)(void *), void *arg)
 	}
 }
 
-static void join(pthread_t t)
+CONC__UNUSED static void join(pthread_t t)
 {
 	int e = pthread_join(t, NULL);
 	if (e) {
@@ -138,7 +138,7 @@ static void join(pthread_t t)
 	}
 }
 
-static void barrier_init(pthread_barrier_t *b, unsigned n)
+CONC__UNUSED static void barrier_init(pthread_barrier_t *b, unsigned n)
 {
 	if (pthread_barrier_init(b, NULL, n)) {
 		fprintf(stderr, STRESS_PROG ": pthread_barrier_init failed\n");
@@ -146,7 +146,7 @@ static void barrier_init(pthread_barrier_t *b, unsigned n)
 	}
 }
 
-static void *xcalloc(size_t n, size_t size)
+CONC__UNUSED static void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n, size);
 	if (!p) {

@@ -202,3 +202,16 @@ Test(api, rendezvous_and_select, .timeout = 60)
 	cr_assert_eq(conc_chan_destroy(&r), CONC_OK);
 	cr_assert_eq(conc_chan_free(b), CONC_OK);
 }
+
+Test(api, semaphore, .timeout = 60)
+{
+	struct conc_sem s;
+	cr_assert_eq(conc_sem_init(&s, 3, 3), CONC_OK);
+	cr_assert_eq(conc_sem_size(&s), 3);
+	cr_assert_eq(conc_sem_acquire(&s, 1), CONC_OK);
+	cr_assert_eq(conc_sem_try_acquire(&s, 2), CONC_OK);
+	cr_assert_eq(conc_sem_acquire_until(&s, 1, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_sem_available(&s), 0);
+	cr_assert_eq(conc_sem_release(&s, 3), CONC_OK);
+	cr_assert_eq(conc_sem_destroy(&s), CONC_OK);
+}
