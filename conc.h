@@ -14,5 +14,6 @@
 #include "conc/chan.h"
 #include "conc/select.h"
 #include "conc/sem.h"
+#include "conc/fan.h"
 
 #endif /* CONC_H */
