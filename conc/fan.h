@@ -39,7 +39,8 @@
  *
  * Who may call what (fan-in): one receiving call (recv, try_recv, pump) at a
  * time; a second one that overlaps it returns CONC_BUSY rather than racing.
- * The queries (count, open) may be called by any thread at any time.  The
+ * conc_fan_in_count may be called by any thread at any time; open and
+ * pending by the receiving thread, or any thread while no call runs.  The
  * senders and closers of the inputs are any threads.  The merge never closes
  * or frees its inputs; they must outlive it.
  *
@@ -404,15 +405,15 @@ static inline uint64_t conc_fan_in_count(struct conc_fan_in *m, size_t i)
 	return atomic_load_explicit(&m->counts[i], memory_order_relaxed);
 }
 
-/* Inputs not yet seen closed and drained; a snapshot, exact between
- * receiving calls of the calling thread.  0 for NULL. */
+/* Inputs not yet seen closed and drained; 0 for NULL.  For the receiving
+ * thread, or any thread while no receiving call runs. */
 static inline size_t conc_fan_in_open(struct conc_fan_in *m)
 {
 	return m ? m->open : 0;
 }
 
 /* Whether an element received by a pump that gave up is waiting in the
- * merge (the next recv or pump delivers it).  Same rules as open. */
+ * merge (the next recv or pump delivers it).  Same rule as open. */
 static inline bool conc_fan_in_pending(struct conc_fan_in *m)
 {
 	return m && m->holding;
@@ -438,6 +439,16 @@ CONC_NODISCARD static inline enum conc_status conc_fan_in_destroy(struct conc_fa
 	return CONC_OK;
 }
 
+/* Out of line, as conc__chan_release: a call inlined on a merge that is not
+ * on the heap (which returns CONC_INVALID first) then does not warn. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline, unused))
+#endif
+static void conc__fan_release(void *p)
+{
+	CONC_FREE(p);
+}
+
 /* Free a merge from conc_fan_in_new: CONC_OK, CONC_BUSY (a receiving call
  * runs; nothing changes) or CONC_INVALID; NULL is a no-op returning CONC_OK. */
 static inline enum conc_status conc_fan_in_free(struct conc_fan_in *m)
@@ -449,7 +460,7 @@ static inline enum conc_status conc_fan_in_free(struct conc_fan_in *m)
 	if (!conc__fan_in_enter(m))
 		return CONC_BUSY;
 	m->n = 0;
-	CONC_FREE(m);
+	conc__fan_release(m);
 	return CONC_OK;
 }
 
@@ -472,7 +483,9 @@ static inline enum conc_status conc_fan_in_free(struct conc_fan_in *m)
  * the fan-out's context, canceled when the fan-out is: pass it to every
  * blocking call (e.g. conc_chan_send_until(out, &r, forever, ctx)).  Return 0
  * to go on, anything else (a conc_status or a code of the caller's) to stop
- * every worker: the first such value is the fan-out's error.
+ * every worker: the first such value is the fan-out's error, unless the
+ * fan-out was canceled already (fn is then taken to have given up because
+ * of it, and the error is the cancel's cause).
  */
 struct conc_fan_out_fns {
 	int (*fn)(void *arg, struct conc_ctx *ctx, size_t worker, void *item, struct conc_chan *out);
@@ -560,8 +573,13 @@ static inline void *conc__fan_out_main(void *arg)
 			/* Relaxed: a statistic; only this worker writes it. */
 			atomic_fetch_add_explicit(&w->items, 1, memory_order_relaxed);
 			err = f->fns.fn(f->fns.arg, &f->ctx, w->index, w->buf, out);
-			if (err != 0)
+			if (err != 0) {
+				/* An fn that gave up because the fan-out was
+				 * canceled reports the cancel's cause. */
+				if (conc_ctx_err(&f->ctx) != CONC_OK)
+					err = conc_ctx_cause(&f->ctx);
 				break;
+			}
 		}
 	}
 	if (err == 0 && s != CONC_CLOSED) {
