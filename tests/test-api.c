@@ -214,4 +214,78 @@ Test(api, semaphore, .timeout = 60)
 	cr_assert_eq(conc_sem_available(&s), 0);
 	cr_assert_eq(conc_sem_release(&s, 3), CONC_OK);
 	cr_assert_eq(conc_sem_destroy(&s), CONC_OK);
+static int api_fan_fn(void *arg, struct conc_ctx *ctx, size_t worker, void *item, struct conc_chan *out)
+	(void)arg;
+	(void)worker;
+	return (int)conc_chan_send_until(out, item, conc_deadline_forever(), ctx);
+}
+
+static void api_fan_drop(void *arg, void *item)
+	(void)arg;
+	(void)item;
+}
+
+struct api_tagged CONC_FAN_TAGGED(uint64_t);
+
+Test(api, fan, .timeout = 60)
+	struct conc_chan *in[2] = {NULL, NULL}, *out = NULL, *tagged = NULL;
+	cr_assert_eq(conc_chan_new(&in[0], 4, 8), CONC_OK);
+	cr_assert_eq(conc_chan_new(&in[1], 4, 8), CONC_OK);
+	cr_assert_eq(conc_chan_new(&out, 8, 8), CONC_OK);
+	cr_assert_eq(conc_chan_new(&tagged, 8, sizeof(struct api_tagged)), CONC_OK);
+	cr_assert_eq(CONC_FAN_TAG_SIZE, 8u);
+
+	/* fan-in on caller memory, then allocated */
+	uint64_t mem[128];
+	struct conc_fan_in mm, *m = NULL;
+	size_t need = conc_fan_in_buf_size(2, 8);
+	cr_assert(need > 0 && need <= sizeof mem);
+	cr_assert_eq(conc_fan_in_init(&mm, in, 2, mem, need), CONC_OK);
+	cr_assert_eq(conc_fan_in_destroy(&mm), CONC_OK);
+	cr_assert_eq(conc_fan_in_new(&m, in, 2), CONC_OK);
+	uint64_t v = 1;
+	size_t from = 9;
+	cr_assert_eq(conc_chan_send(in[1], &v), CONC_OK);
+	cr_assert_eq(conc_fan_in_recv(m, &v, &from), CONC_OK);
+	cr_assert_eq(from, 1u);
+	cr_assert_eq(conc_fan_in_try_recv(m, &v, &from), CONC_EMPTY);
+	cr_assert_eq(conc_fan_in_recv_until(m, &v, &from, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_fan_in_count(m, 1), 1u);
+	cr_assert_eq(conc_fan_in_open(m), 2u);
+	cr_assert_not(conc_fan_in_pending(m));
+	cr_assert_eq(conc_chan_send(in[0], &v), CONC_OK);
+	cr_assert_eq(conc_fan_in_pump_until(m, tagged, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	struct api_tagged t;
+	cr_assert_eq(conc_chan_recv(tagged, &t), CONC_OK);
+	cr_assert_eq(t.origin, 0u);
+	cr_assert_eq(conc_chan_close(in[0]), CONC_OK);
+	cr_assert_eq(conc_chan_close(in[1]), CONC_OK);
+	cr_assert_eq(conc_fan_in_pump(m, tagged), CONC_OK);
+	cr_assert_eq(conc_fan_in_free(m), CONC_OK);
+
+	/* fan-out */
+	struct conc_chan *jobs = NULL;
+	cr_assert_eq(conc_chan_new(&jobs, 4, 8), CONC_OK);
+	struct conc_fan_out *f = NULL;
+	struct conc_fan_out_fns fns = {api_fan_fn, api_fan_drop, NULL};
+	cr_assert_eq(conc_fan_out_start(&f, jobs, out, NULL, 2, &fns, NULL, 0), CONC_OK);
+	cr_assert_eq(conc_fan_out_workers(f), 2u);
+	v = 3;
+	cr_assert_eq(conc_chan_send(jobs, &v), CONC_OK);
+	cr_assert_eq(conc_chan_recv(out, &v), CONC_OK);
+	cr_assert_eq(v, 3u);
+	int err = -1;
+	cr_assert_eq(conc_fan_out_wait_until(f, conc_deadline_poll(), NULL, &err), CONC_TIMEDOUT);
+	cr_assert_eq(conc_fan_out_cancel(f, 0), CONC_OK);
+	cr_assert_eq(conc_fan_out_wait(f, &err), CONC_OK);
+	cr_assert_eq(err, CONC_CANCELED);
+	cr_assert_eq(conc_fan_out_count(f, 0) + conc_fan_out_count(f, 1), 1u);
+	cr_assert_eq(conc_fan_out_free(f), CONC_OK);
+	cr_assert_eq(CONC_FAN_KEEP_OPEN, 1u);
+
+	cr_assert_eq(conc_chan_free(jobs), CONC_OK);
+	cr_assert_eq(conc_chan_free(in[0]), CONC_OK);
+	cr_assert_eq(conc_chan_free(in[1]), CONC_OK);
+	cr_assert_eq(conc_chan_free(out), CONC_OK);
+	cr_assert_eq(conc_chan_free(tagged), CONC_OK);
 }
