@@ -110,8 +110,9 @@ struct conc_fan_in {
 #define CONC_FAN_TAG_SIZE 8u
 
 /* A tagged element, as conc_fan_in_pump_until() writes into its output:
- * `struct CONC_FAN_TAGGED(T) x;` has x.origin and x.item.  T's alignment
- * must be at most 8, so that item sits at byte 8. */
+ * `struct tagged CONC_FAN_TAGGED(int);` declares struct tagged with fields
+ * origin and item; make the output with sizeof(struct tagged).  T's
+ * alignment must be at most 8, so that item sits at byte 8. */
 #define CONC_FAN_TAGGED(T) { uint64_t origin; T item; }
 
 static inline size_t conc__fan_round8(size_t x)
@@ -616,7 +617,8 @@ static inline void conc__fan_out_teardown(struct conc_fan_out *f)
  * it.  flags: 0 or CONC_FAN_KEEP_OPEN (close no output).  parent (may be
  * NULL): canceling it cancels the fan-out; it must outlive the fan-out.
  * Returns CONC_OK; CONC_INVALID (NULL f, in, fns or fns->fn, workers 0, both
- * out and outs, a NULL entry in outs, unknown flags); CONC_CANCELED or
+ * out and outs, a NULL entry in outs, an output that is the input, unknown
+ * flags); CONC_CANCELED or
  * CONC_TIMEDOUT (parent already done: nothing started);
  * CONC_NOMEM (allocation or thread creation failed: then no element was
  * taken from in, no output was touched, and nothing is left behind);
@@ -632,9 +634,11 @@ CONC_NODISCARD static inline enum conc_status conc_fan_out_start(struct conc_fan
 	size_t esize = conc_chan_elem_size(in);
 	if (esize == 0)
 		return CONC_INVALID;
+	if (out == in)
+		return CONC_INVALID;
 	if (outs)
 		for (size_t i = 0; i < workers; i++)
-			if (!outs[i])
+			if (!outs[i] || outs[i] == in)
 				return CONC_INVALID;
 	if (parent && conc_ctx_err(parent) != CONC_OK)
 		return conc_ctx_err(parent);

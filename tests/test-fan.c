@@ -808,6 +808,9 @@ Test(fan_out, bad_input, .timeout = 120)
 	cr_assert_eq(conc_fan_out_start(&f, in, out, outs, 1, &fns, NULL, 0), CONC_INVALID, "out and outs");
 	cr_assert_eq(conc_fan_out_start(&f, in, NULL, outs, 2, &fns, NULL, 0), CONC_INVALID, "NULL in outs");
 	cr_assert_eq(conc_fan_out_start(&f, in, out, NULL, 2, &fns, NULL, 0x80), CONC_INVALID, "flags");
+	cr_assert_eq(conc_fan_out_start(&f, in, in, NULL, 2, &fns, NULL, 0), CONC_INVALID, "out is in");
+	struct conc_chan *outs_in[2] = {out, in};
+	cr_assert_eq(conc_fan_out_start(&f, in, NULL, outs_in, 2, &fns, NULL, 0), CONC_INVALID, "outs has in");
 	cr_assert_eq(conc_fan_out_start(&f, in, out, NULL, SIZE_MAX / 2, &fns, NULL, 0), CONC_OVERFLOW);
 	cr_assert_null(f);
 	int err = 5;
