@@ -214,13 +214,17 @@ Test(api, semaphore, .timeout = 60)
 	cr_assert_eq(conc_sem_available(&s), 0);
 	cr_assert_eq(conc_sem_release(&s, 3), CONC_OK);
 	cr_assert_eq(conc_sem_destroy(&s), CONC_OK);
+}
+
 static int api_fan_fn(void *arg, struct conc_ctx *ctx, size_t worker, void *item, struct conc_chan *out)
+{
 	(void)arg;
 	(void)worker;
 	return (int)conc_chan_send_until(out, item, conc_deadline_forever(), ctx);
 }
 
 static void api_fan_drop(void *arg, void *item)
+{
 	(void)arg;
 	(void)item;
 }
@@ -228,6 +232,7 @@ static void api_fan_drop(void *arg, void *item)
 struct api_tagged CONC_FAN_TAGGED(uint64_t);
 
 Test(api, fan, .timeout = 60)
+{
 	struct conc_chan *in[2] = {NULL, NULL}, *out = NULL, *tagged = NULL;
 	cr_assert_eq(conc_chan_new(&in[0], 4, 8), CONC_OK);
 	cr_assert_eq(conc_chan_new(&in[1], 4, 8), CONC_OK);
