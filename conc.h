@@ -15,5 +15,6 @@
 #include "conc/select.h"
 #include "conc/sem.h"
 #include "conc/fan.h"
+#include "conc/pipeline.h"
 
 #endif /* CONC_H */
