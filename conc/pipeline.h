@@ -590,7 +590,7 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_new(struct conc_pipe
 	if (!mem)
 		return CONC_NOMEM;
 	struct conc_pipeline *p = (struct conc_pipeline *)mem;
-	memset(p, 0, sizeof *p);
+	memset((void *)p, 0, sizeof *p);
 	p->scratch = mem + head;
 	p->in_esize = cfg->esize;
 	p->drop = cfg->drop;
@@ -670,7 +670,7 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_add_stage(struct con
 		CONC_CACHELINE, conc__pipe_round(sizeof(struct conc__pipe_stage)));
 	if (!st)
 		return CONC_NOMEM;
-	memset(st, 0, sizeof *st);
+	memset((void *)st, 0, sizeof *st);
 	conc_waitq_init(&st->window_q);
 	st->workers = (struct conc__pipe_worker *)CONC_ALIGNED_ALLOC(
 		CONC_CACHELINE, conc__pipe_round(k * sizeof(struct conc__pipe_worker)));
@@ -698,7 +698,7 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_add_stage(struct con
 	st->drop_out_arg = cfg->drop_arg;
 	st->ordered = ordered;
 	st->window = window;
-	memset(st->workers, 0, k * sizeof(struct conc__pipe_worker));
+	memset((void *)st->workers, 0, k * sizeof(struct conc__pipe_worker));
 	for (size_t i = 0; i < k; i++) {
 		struct conc__pipe_worker *w = &st->workers[i];
 		w->st = st;

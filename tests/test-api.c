@@ -293,4 +293,62 @@ Test(api, fan, .timeout = 60)
 	cr_assert_eq(conc_chan_free(in[1]), CONC_OK);
 	cr_assert_eq(conc_chan_free(out), CONC_OK);
 	cr_assert_eq(conc_chan_free(tagged), CONC_OK);
+static int api_double(void *arg, struct conc_ctx *ctx, const void *in, void *out)
+{
+	(void)arg;
+	(void)ctx;
+	uint64_t v;
+	memcpy(&v, in, sizeof v);
+	if (v == 0)
+		return CONC_STAGE_SKIP;
+	v *= 2;
+	memcpy(out, &v, sizeof v);
+	return 0;
+}
+
+static void api_drop(void *elem, void *arg)
+{
+	(void)elem;
+	++*(int *)arg;
+}
+
+Test(api, pipeline, .timeout = 60)
+{
+	int dropped = 0;
+	struct conc_pipeline *p = NULL;
+	struct conc_pipeline_config cfg = {.esize = sizeof(uint64_t), .queue_cap = 4, .drop = api_drop,
+					   .drop_arg = &dropped, .parent = NULL};
+	cr_assert_eq(conc_pipeline_new(&p, &cfg), CONC_OK);
+	struct conc_stage_config sc = {.fn = api_double, .workers = 2, .ordered = true, .window = 4, .batch = 1,
+				       .queue_cap = 4, .out_esize = sizeof(uint64_t), .drop = api_drop,
+				       .drop_arg = &dropped};
+	cr_assert_eq(conc_pipeline_add_stage(p, &sc), CONC_OK);
+	cr_assert_eq(conc_pipeline_stages(p), 1u);
+	cr_assert_not_null(conc_pipeline_input(p));
+	cr_assert_not_null(conc_pipeline_output(p));
+	cr_assert_eq(conc_pipeline_start(p), CONC_OK);
+	uint64_t v = 0;
+	cr_assert_eq(conc_pipeline_push(p, &v), CONC_OK); /* skipped: dropped */
+	v = 21;
+	cr_assert_eq(conc_pipeline_push_until(p, &v, conc_deadline_forever(), NULL), CONC_OK);
+	cr_assert_eq(conc_pipeline_pull(p, &v), CONC_OK);
+	cr_assert_eq(v, 42);
+	cr_assert_eq(conc_pipeline_pull_until(p, &v, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_pipeline_err(p), 0);
+	cr_assert_eq(conc_pipeline_wait_until(p, conc_deadline_poll(), NULL, NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_pipeline_close_input(p), CONC_OK);
+	int err = -1;
+	cr_assert_eq(conc_pipeline_wait(p, &err), CONC_OK);
+	cr_assert_eq(err, 0);
+	struct conc_stage_stats st;
+	cr_assert_eq(conc_pipeline_stats(p, 0, &st), CONC_OK);
+	cr_assert_eq(st.items_in, 2);
+	cr_assert_eq(st.items_out, 1);
+	cr_assert_eq(st.skipped, 1);
+	cr_assert_eq(conc_pipeline_cancel(p, 0), CONC_OK, "the context is live after a clean finish");
+	cr_assert_eq(conc_pipeline_err(p), 0, "a finished pipeline keeps its result");
+	cr_assert_eq(conc_pipeline_free(p), CONC_OK);
+	cr_assert_eq(dropped, 1);
+	cr_assert_lt(0, CONC_PIPELINE_DEFAULT_CAP + CONC_PIPELINE_MAX_WORKERS + CONC_PIPELINE_MAX_BATCH);
+	cr_assert_lt(0, CONC_PIPELINE_MAX_WINDOW);
 }
