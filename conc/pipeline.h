@@ -595,6 +595,7 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_new(struct conc_pipe
 	p->in_esize = cfg->esize;
 	p->drop = cfg->drop;
 	p->drop_arg = cfg->drop_arg;
+	/* Relaxed: no other thread sees p before it is returned. */
 	atomic_store_explicit(&p->live, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->err, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->finished, false, memory_order_relaxed);
@@ -708,6 +709,8 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_add_stage(struct con
 	if (ordered) {
 		st->slot_data = st->bufs + k * per;
 		st->slot_state = (_Atomic(uint64_t) *)(void *)(st->slot_data + slots);
+		/* Relaxed, as the stores below: the workers do not exist yet;
+		 * thread creation in conc_pipeline_start publishes them. */
 		for (size_t i = 0; i < window; i++)
 			atomic_store_explicit(&st->slot_state[i], 0, memory_order_relaxed);
 		uint64_t zero = 0;
@@ -964,6 +967,7 @@ static inline enum conc_status conc_pipeline_free(struct conc_pipeline *p)
 		struct conc__pipe_stage *next = st->next;
 		if (st->ordered) {
 			/* Deposited but never sent: seq >= released, not skipped. */
+			/* Relaxed: the workers were joined. */
 			uint64_t r = atomic_load_explicit(&st->released, memory_order_relaxed);
 			for (size_t i = 0; i < st->window; i++) {
 				uint64_t s = atomic_load_explicit(&st->slot_state[i], memory_order_relaxed);

@@ -147,7 +147,7 @@ static void one_run(struct rng *g, enum mode mode, int order_pref)
 	r->nstages = 1 + rng_below(g, MAX_STAGES);
 	r->pushers = 1 + rng_below(g, MAX_SIDE);
 	r->pullers = 1 + rng_below(g, MAX_SIDE);
-	r->per_pusher = SIZED(4000, 400) + rng_below(g, 100);
+	r->per_pusher = SIZED(4000, 1000) + rng_below(g, 100);
 	conc_test_ledger_init(&r->ledger, r->pushers, r->per_pusher);
 	r->in_order = true;
 	for (size_t i = 0; i <= r->nstages; i++) {
@@ -306,7 +306,7 @@ static void scenario(size_t arg)
 {
 	enum mode mode = (enum mode)(arg & 0xff);
 	int order_pref = (int)(arg >> 8) - 1; /* -1 unordered, 0 mixed, 1 ordered */
-	size_t rounds = SIZED(24, 6);
+	size_t rounds = SIZED(24, 12);
 	for (size_t i = 0; i < rounds && !atomic_load(&failed_flag); i++) {
 		struct rng g = rng_for(i + 1000 * arg);
 		one_run(&g, mode, order_pref);
