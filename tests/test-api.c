@@ -293,6 +293,8 @@ Test(api, fan, .timeout = 60)
 	cr_assert_eq(conc_chan_free(in[1]), CONC_OK);
 	cr_assert_eq(conc_chan_free(out), CONC_OK);
 	cr_assert_eq(conc_chan_free(tagged), CONC_OK);
+}
+
 static int api_double(void *arg, struct conc_ctx *ctx, const void *in, void *out)
 {
 	(void)arg;
