@@ -26,8 +26,13 @@
  *    lock; if it was at the head, the waiters behind it that now fit are
  *    granted at once.  A waiter granted in the same instant it gave up keeps
  *    the units and reports success (as Go's semaphore does).
- * A waiter spins and yields briefly, then parks on its thread's parker; the
- * granter sets its flag and unparks it.  An idle waiter uses no CPU.
+ * Before it queues, an acquirer spins and yields the CPU a few times,
+ * retrying the fast path: a queued waiter is served in order, which costs a
+ * wake-up per hand-off, so a short wait should not queue at all (with 8
+ * threads on 2 units and 2 cores this is the difference between 0.7 and 60+
+ * million acquire/release pairs per second).  Once queued it spins and
+ * yields again, then parks on its thread's parker; the granter sets its flag
+ * and unparks it.  An idle waiter uses no CPU.
  *
  * Progress: try_acquire and release with nobody waiting are lock-free;
  * everything else takes a short lock (never held while user code runs).
@@ -254,11 +259,9 @@ CONC_NODISCARD static inline enum conc_status conc_sem_acquire_until(struct conc
 	if (n == 0 || conc__sem_take(s, n))
 		return CONC_OK;
 	struct conc_backoff b = {0};
-	while (!conc_backoff_spun_out(&b)) {
-		conc_backoff_spin(&b);
+	while (conc_backoff_wait(&b))
 		if (conc__sem_take(s, n))
 			return CONC_OK;
-	}
 	if (conc_deadline_expired(d))
 		return CONC_TIMEDOUT;
 
