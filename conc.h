@@ -16,5 +16,6 @@
 #include "conc/sem.h"
 #include "conc/fan.h"
 #include "conc/pipeline.h"
+#include "conc/pool.h"
 
 #endif /* CONC_H */
