@@ -353,4 +353,37 @@ Test(api, pipeline, .timeout = 60)
 	cr_assert_eq(dropped, 1);
 	cr_assert_lt(0, CONC_PIPELINE_DEFAULT_CAP + CONC_PIPELINE_MAX_WORKERS + CONC_PIPELINE_MAX_BATCH);
 	cr_assert_lt(0, CONC_PIPELINE_MAX_WINDOW);
+static void api_pool_task(void *arg)
+{
+	atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void api_pool_body(void *arg, size_t i)
+{
+	atomic_fetch_add((atomic_int *)arg, (int)i);
+}
+
+Test(api, pool, .timeout = 60)
+{
+	struct conc_pool *p = NULL;
+	struct conc_pool_config cfg = {.threads = 2, .queue_cap = 4, .on_start = NULL, .on_stop = NULL,
+				       .hook_arg = NULL};
+	cr_assert_eq(conc_pool_new(&p, &cfg), CONC_OK);
+	cr_assert_eq(conc_pool_threads(p), 2u);
+	cr_assert_not_null(conc_pool_ctx(p));
+	atomic_int ran = 0;
+	cr_assert_eq(conc_pool_submit(p, api_pool_task, &ran, NULL), CONC_OK);
+	cr_assert_eq(conc_pool_submit_until(p, api_pool_task, &ran, NULL, conc_deadline_forever(), NULL), CONC_OK);
+	enum conc_status s = conc_pool_try_submit(p, api_pool_task, &ran, NULL);
+	cr_assert(s == CONC_OK || s == CONC_FULL);
+	cr_assert_eq(conc_pool_wait_idle_until(p, conc_deadline_forever(), NULL), CONC_OK);
+	cr_assert_eq(conc_pool_wait_idle(p), CONC_OK);
+	cr_assert_eq(conc_pool_pending(p), 0u);
+	cr_assert_eq(atomic_load(&ran), s == CONC_OK ? 3 : 2);
+	atomic_int sum = 0;
+	cr_assert_eq(conc_pool_parallel_for(p, 10, api_pool_body, &sum, NULL), CONC_OK);
+	cr_assert_eq(atomic_load(&sum), 45);
+	cr_assert_eq(conc_pool_shutdown_until(p, CONC_POOL_DRAIN, conc_deadline_forever(), NULL), CONC_OK);
+	cr_assert_eq(conc_pool_shutdown(p, CONC_POOL_ABORT), CONC_CLOSED);
+	cr_assert_eq(conc_pool_free(p), CONC_OK);
 }
