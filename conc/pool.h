@@ -28,21 +28,23 @@
  * worker looks at that queue's waiter count (one load of a line nobody writes
  * while nobody waits) and only then reads `submitted` and wakes the waiters.
  *
- * Own workers.  A task that submits into its own pool while the queue is
- * full would deadlock if every worker did it, so a plain or _until submit
- * from one of the pool's workers that finds the queue full runs the task
- * inline instead.  "Own worker" is decided by comparing pthread_self()
- * against the pool's thread ids (a thread-local in a header function would be
- * one copy per translation unit); that scan happens only on the full path,
- * in wait_idle and in shutdown.
+ * Own workers.  A task that submits into its own pool while the queue is full
+ * would deadlock if every worker did it, so a plain or _until submit from one
+ * of the pool's workers that finds the queue full runs the task inline
+ * instead (nested inline runs use the worker's stack, so a task tree that
+ * keeps the queue full nests as deep as the tree).  "Own worker" is decided
+ * by comparing pthread_self() against the pool's thread ids (a thread-local
+ * in a header function would be one copy per translation unit); that scan
+ * happens only on the full path, in wait_idle and in shutdown.
  *
  * Shutdown closes the channel: every later or blocked submit fails with
  * CONC_CLOSED, and the task is neither run nor dropped (its arg is still the
- * caller's).  DRAIN lets the workers run what is queued; ABORT cancels the
- * pool's context (conc_pool_ctx(), cause CONC_CLOSED, for running tasks that
- * want to stop early) and runs drop(arg) instead of fn(arg) for every task
- * still queued.  Then it joins the workers.  So every accepted task (submit
- * returned CONC_OK) runs exactly once or is dropped exactly once.
+ * caller's); that includes tasks submitted by running tasks during a DRAIN.
+ * DRAIN lets the workers run what is queued; ABORT cancels the pool's context
+ * (conc_pool_ctx(), cause CONC_CLOSED, for running tasks that want to stop
+ * early) and runs drop(arg) instead of fn(arg) for every task still queued.
+ * Then it joins the workers.  So every accepted task (submit returned
+ * CONC_OK) runs exactly once or is dropped exactly once.
  *
  * Progress and who may call what:
  *   conc_pool_submit*, try_submit, parallel_for  any thread, concurrently,
@@ -57,10 +59,10 @@
  *   on_start/on_stop hooks           run on the worker thread, before its
  *                                    first and after its last task; they must
  *                                    not call this pool's functions
- * try_submit is lock-free as the channel is; the rest blocks (and, where it
- * can wait for other threads, takes a deadline and a context).  Joining the
- * workers cannot be bounded: shutdown returns only after every task that
- * had started has returned.
+ * try_submit never blocks (it is the channel's try_send); the rest blocks
+ * (and, where it can wait for other threads, takes a deadline and a
+ * context).  Joining the workers cannot be bounded: shutdown returns only
+ * after every task that had started has returned.
  *
  * Memory: conc_pool_new allocates one block (the pool, the thread table and
  * the ring; through CONC_ALIGNED_ALLOC/CONC_FREE of conc/chan.h) and starts

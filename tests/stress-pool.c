@@ -372,7 +372,7 @@ static void node_run(void *arg)
 		node_spawn(t, depth - 1, i & 1);
 }
 
-static void scenario_nested(size_t cap)
+static void nested_round(size_t cap)
 {
 	size_t depth = STRESS_TSAN ? 5 : 7, fanout = 3, roots = SIZED(8, 4);
 	struct tree t;
@@ -392,6 +392,12 @@ static void scenario_nested(size_t cap)
 	if (atomic_load(&t.nodes) != roots * per)
 		fail("%zu nodes ran, expected %zu", atomic_load(&t.nodes), roots * per);
 	free_pool(t.pool);
+}
+
+static void scenario_nested(size_t cap)
+{
+	for (size_t round = 0; round < SIZED(40, 4) && !atomic_load(&failed_flag); round++)
+		nested_round(cap);
 }
 
 /* ------------------------------------------------------- wait_idle race */
