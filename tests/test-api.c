@@ -353,6 +353,8 @@ Test(api, pipeline, .timeout = 60)
 	cr_assert_eq(dropped, 1);
 	cr_assert_lt(0, CONC_PIPELINE_DEFAULT_CAP + CONC_PIPELINE_MAX_WORKERS + CONC_PIPELINE_MAX_BATCH);
 	cr_assert_lt(0, CONC_PIPELINE_MAX_WINDOW);
+}
+
 static void api_pool_task(void *arg)
 {
 	atomic_fetch_add((atomic_int *)arg, 1);
