@@ -17,5 +17,7 @@
 #include "conc/fan.h"
 #include "conc/pipeline.h"
 #include "conc/pool.h"
+#include "conc/result.h"
+#include "conc/group.h"
 
 #endif /* CONC_H */

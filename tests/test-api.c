@@ -389,3 +389,43 @@ Test(api, pool, .timeout = 60)
 	cr_assert_eq(conc_pool_shutdown(p, CONC_POOL_ABORT), CONC_CLOSED);
 	cr_assert_eq(conc_pool_free(p), CONC_OK);
 }
+
+static int api_group_task(struct conc_ctx *ctx, void *arg)
+{
+	(void)ctx;
+	return *(int *)arg;
+}
+
+Test(api, group_and_result, .timeout = 60)
+{
+	struct conc_pool *p = NULL;
+	struct conc_pool_config cfg = {.threads = 2, .queue_cap = 4};
+	cr_assert_eq(conc_pool_new(&p, &cfg), CONC_OK);
+	struct conc_group g;
+	struct conc_group_error errs[2];
+	cr_assert_eq(conc_group_init(&g, p, NULL, 2, errs, 2), CONC_OK);
+	int ok = 0, bad = 7;
+	cr_assert_eq(conc_group_go(&g, api_group_task, &ok), CONC_OK);
+	cr_assert_eq(conc_group_go_until(&g, api_group_task, &bad, conc_deadline_forever()), CONC_OK);
+	enum conc_status st = conc_group_try_go(&g, api_group_task, &ok);
+	cr_assert(st == CONC_OK || st == CONC_WOULDBLOCK || st == CONC_CANCELED, "%s", conc_strerror(st));
+	int first = 0;
+	cr_assert_eq(conc_group_wait_until(&g, conc_deadline_forever(), NULL, &first), CONC_OK);
+	cr_assert_eq(first, 7);
+	cr_assert_eq(conc_group_wait(&g), 7);
+	size_t n;
+	uint64_t dropped;
+	cr_assert_eq(conc_group_errors(&g, &n, &dropped), errs);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(dropped, 0);
+	(void)conc_group_skipped(&g);
+	cr_assert_eq(conc_ctx_err(conc_group_ctx(&g)), CONC_CANCELED);
+	cr_assert_eq(conc_group_cancel(&g, 0), CONC_CANCELED, "already done");
+	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
+	cr_assert_eq(conc_pool_free(p), CONC_OK);
+
+	struct conc_result r = conc_result_ok(1, &ok);
+	cr_assert(conc_result_is_ok(&r));
+	r = conc_result_err(2, CONC_CLOSED);
+	cr_assert_not(conc_result_is_ok(&r));
+}
