@@ -66,6 +66,18 @@ void bench_spawn(pthread_t *t, void *(*fn)(void *), void *arg, int slot)
 	pthread_attr_destroy(&attr);
 }
 
+void bench_pin_self(int slot)
+{
+	if (slot < 0 || pin_count == 0)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(pin_cpus[slot % pin_count], &set);
+	int e = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+	if (e)
+		bench_die("pthread_setaffinity_np: %s", strerror(e));
+}
+
 void bench_join(pthread_t t)
 {
 	int e = pthread_join(t, NULL);
@@ -467,10 +479,10 @@ static void write_markdown(const char *dir, const struct bench_results *r)
  * with a header line that names the columns. */
 static void write_plot_data(const char *dir, const struct bench_results *r)
 {
-	static const char *const titles[] = {"throughput", "select", "latency", "CPU"};
+	static const char *const titles[BENCH_PANEL_COUNT] = {"throughput", "select", "latency", "CPU", "patterns"};
 	char path[4096];
 	FILE *f = open_out(dir, "bench-plot.dat", path, sizeof path);
-	for (int p = BENCH_PANEL_THROUGHPUT; p <= BENCH_PANEL_CPU; p++) {
+	for (int p = BENCH_PANEL_THROUGHPUT; p < BENCH_PANEL_COUNT; p++) {
 		fprintf(f, "# %s\nworkload", titles[p]);
 		for (size_t c = 0; c < r->ncont; c++)
 			fprintf(f, " %s", r->names[c]);
@@ -514,8 +526,8 @@ static void append(char *buf, size_t size, size_t *off, const char *fmt, ...)
 static void plot_vars(const struct bench_results *r, char *buf, size_t size)
 {
 	size_t off = 0;
-	append(buf, size, &off, "ncont=%zu; array cols[%d] = [", r->ncont, BENCH_PANEL_CPU + 1);
-	for (int p = BENCH_PANEL_THROUGHPUT; p <= BENCH_PANEL_CPU; p++) {
+	append(buf, size, &off, "ncont=%zu; array cols[%d] = [", r->ncont, BENCH_PANEL_COUNT);
+	for (int p = BENCH_PANEL_THROUGHPUT; p < BENCH_PANEL_COUNT; p++) {
 		append(buf, size, &off, "%s'", p ? ", " : "");
 		for (size_t c = 0; c < r->ncont; c++) {
 			bool any = false;

@@ -105,6 +105,10 @@ _Noreturn void bench_die(const char *fmt, ...) BENCH_PRINTF(1, 2);
  * pinned.
  */
 void bench_spawn(pthread_t *t, void *(*fn)(void *), void *arg, int slot);
+
+/* Pin the calling thread as bench_spawn pins slot (for threads that a layer
+ * under test starts itself, from its start hook). */
+void bench_pin_self(int slot);
 /* Turn pinning on or off; returns the number of CPUs threads are pinned to
  * (0 when off or impossible). */
 int bench_set_pinning(bool on);
@@ -165,7 +169,14 @@ double bench_median(double *v, size_t n);
 /* A row of the results table.  better_lower: latencies and CPU time, where the
  * ratio is other/conc; otherwise it is conc/other.  Either way > 1 means conc
  * is better.  panel: which plot panel the row goes to. */
-enum bench_panel { BENCH_PANEL_THROUGHPUT, BENCH_PANEL_SELECT, BENCH_PANEL_LATENCY, BENCH_PANEL_CPU };
+enum bench_panel {
+	BENCH_PANEL_THROUGHPUT,
+	BENCH_PANEL_SELECT,
+	BENCH_PANEL_LATENCY,
+	BENCH_PANEL_CPU,
+	BENCH_PANEL_PATTERNS,
+	BENCH_PANEL_COUNT
+};
 
 struct bench_row {
 	const char *label; /* in the table, followed by the unit */
@@ -209,6 +220,21 @@ extern const struct bench_row bench_rows[];
 extern const size_t bench_nrows;
 extern const struct bench_workload bench_workloads[];
 extern const size_t bench_nworkloads;
+
+/* The pattern workloads (patterns.c): worker pool, semaphore uncontended
+ * and contended, 3-stage pipeline. */
+void bench_run_pool(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+		    uint64_t items, double *out);
+void bench_run_sem(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+		   uint64_t items, double *out);
+void bench_run_sem_contended(const struct bench_workload *w, const struct bench_ops *ops,
+			     const struct bench_config *cfg, uint64_t items, double *out);
+void bench_run_pipeline(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+			uint64_t items, double *out);
+/* A note comparing conc's uncontended semaphore (median ns) with sem_t and
+ * a bare atomic pair timed in the same runs, into buf; returns its length
+ * (0 if the semaphore workload did not run). */
+size_t bench_patterns_notes(double conc_sem_ns, char *buf, size_t size);
 
 /* Lines derived from several rows of r (the rendezvous round trip over the
  * buffered one), each ending in a newline, into buf ("" if none). */

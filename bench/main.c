@@ -36,7 +36,8 @@ static _Noreturn void usage(int status)
 	      "  --quick      short runs: a smoke test of a few seconds, numbers are rough\n"
 	      "  --no-pin     let the scheduler place the threads (default: pinned round-robin)\n"
 	      "  --only WORD  run only the workloads whose name contains WORD (throughput,\n"
-	      "               8P/8C, burst, select, ping-pong, rendezvous, latency, idle);\n"
+	      "               8P/8C, burst, select, ping-pong, rendezvous, latency, idle,\n"
+	      "               pool, semaphore, pipeline);\n"
 	      "               the others show as -\n"
 	      "  --out DIR    where bench.csv, bench.md and the plot go (default bench/out)\n",
 	      status ? stderr : stdout);
@@ -185,7 +186,7 @@ int main(int argc, char **argv)
 		memcpy(tmp, raw[i], (size_t)cfg.reps * sizeof *tmp);
 		median[i] = bench_median(tmp, (size_t)cfg.reps);
 	}
-	char notes[512];
+	char notes[1024];
 	struct bench_results res = {nr, NCONT, bench_rows, names, median, (const double *const *)raw, cfg.reps, notes};
 	bench_notes(&res, notes, sizeof notes);
 	putchar('\n');

@@ -3,10 +3,11 @@
 # bench-plot.dat in the current directory (conc-bench runs gnuplot inside its
 # output directory and passes, with -e, ncont, the number of contenders, and
 # cols, see below).
-# Four panels of grouped bars, one bar per contender, each labelled with its
+# Five panels of grouped bars, one bar per contender, each labelled with its
 # value, on log scales since the contenders differ by orders of magnitude:
 # channel throughput and select throughput (higher is better), then round
-# trips and latency, and idle CPU time (lower is better).  A contender
+# trips and latency, and idle CPU time (lower is better), then the pattern
+# layers: pool, contended semaphore, pipeline (higher is better).  A contender
 # without a row's feature (ck_ring: select, rendezvous) has no bar there.
 #
 # By hand:  cd bench/out && gnuplot -e 'ncont=3' ../plot.gp
@@ -19,8 +20,8 @@ if (!exists("ncont")) ncont = 3
 # no bars there.  By hand it is found with stats, which warns about each
 # column it skips.
 if (!exists("cols")) {
-    array cols[4]
-    do for [p=1:4] {
+    array cols[5]
+    do for [p=1:5] {
         cols[p] = ''
         do for [i=2:ncont+1] {
             undefine S_*
@@ -55,26 +56,27 @@ label(v) = v != v ? '' : v >= 10000 ? gprintf('%.1s%c', v) : v >= 100 ? sprintf(
            v >= 10 ? sprintf('%.1f', v) : v >= 1 ? sprintf('%.2f', v) : sprintf('%.3g', v)
 
 # The panels, in the order of conc-bench's data blocks.
-array ptitle[4] = ['channel throughput (higher is better)', \
+array ptitle[5] = ['channel throughput (higher is better)', \
                    'select over K channels, K producers, 1 consumer (higher is better)', \
-                   'round trips and latency (lower is better)', \
-                   'idle blocked receiver (lower is better)']
-array pylabel[4] = ['Mops/s', 'Mops/s', 'ns', 'µs of CPU per second']
-array pformat[4] = ['%g', '%g', '%.0s%c', '%.0s%c']
+                   'round trips, latency, semaphore (lower is better)', \
+                   'idle blocked receiver (lower is better)', \
+                   'worker pool, semaphore, pipeline (higher is better)']
+array pylabel[5] = ['Mops/s', 'Mops/s', 'ns', 'µs of CPU per second', 'M per second']
+array pformat[5] = ['%g', '%g', '%.0s%c', '%.0s%c', '%g']
 
 # pngcairo draws better than png; use it where this gnuplot has it.
 pngterm = strstrt(GPVAL_TERMINALS, 'pngcairo') > 0 ? 'pngcairo' : 'png'
 
 do for [fmt in 'png svg'] {
     if (fmt eq 'png') {
-        set terminal @pngterm size 1500,1000 noenhanced font ',10'
+        set terminal @pngterm size 2100,1000 noenhanced font ',10'
         set output 'bench.png'
     } else {
-        set terminal svg size 1500,1000 dynamic noenhanced font 'sans,10'
+        set terminal svg size 2100,1000 dynamic noenhanced font 'sans,10'
         set output 'bench.svg'
     }
-    set multiplot layout 2,2 title 'conc benchmark: medians, see bench.md for the table'
-    do for [p=1:4] {
+    set multiplot layout 2,3 title 'conc benchmark: medians, see bench.md for the table'
+    do for [p=1:5] {
         set title ptitle[p]
         set ylabel pylabel[p]
         set format y pformat[p]

@@ -31,6 +31,9 @@
  *    (pthread_getcpuclockid), then the channel is closed to release it.
  *    Row: microseconds of CPU per second of blocking.
  *
+ *  - pool, semaphore, pipeline: the pattern layers against their mutex
+ *    baselines; see patterns.c.
+ *
  * Threads are pinned (bench_spawn): the producers to slots 0 .. P-1, then the
  * consumers to slots P .. P+C-1, round-robin over the CPUs, so with 1P/1C on
  * two cores the producer and the consumer sit on different cores every time
@@ -61,6 +64,11 @@ enum {
 	ROW_RENDEZVOUS,
 	ROW_LATENCY, /* p50, p99, p99.9 */
 	ROW_IDLE = ROW_LATENCY + 3,
+	ROW_POOL_2,
+	ROW_POOL_8,
+	ROW_SEM,
+	ROW_SEM_CONTENDED,
+	ROW_PIPELINE,
 };
 
 const struct bench_row bench_rows[] = {
@@ -76,6 +84,11 @@ const struct bench_row bench_rows[] = {
 	[ROW_LATENCY + 1] = {"latency p99", "p99", "ns", true, BENCH_PANEL_LATENCY},
 	[ROW_LATENCY + 2] = {"latency p99.9", "p99.9", "ns", true, BENCH_PANEL_LATENCY},
 	[ROW_IDLE] = {"idle receiver", "idle receiver", "\xc2\xb5s CPU/s", true, BENCH_PANEL_CPU},
+	[ROW_POOL_2] = {"pool 2 workers", "pool 2w", "Mtasks/s", false, BENCH_PANEL_PATTERNS},
+	[ROW_POOL_8] = {"pool 8 workers", "pool 8w", "Mtasks/s", false, BENCH_PANEL_PATTERNS},
+	[ROW_SEM] = {"semaphore uncontended", "sem", "ns", true, BENCH_PANEL_LATENCY},
+	[ROW_SEM_CONTENDED] = {"semaphore 8 threads 2 units", "sem 8T/2", "Mops/s", false, BENCH_PANEL_PATTERNS},
+	[ROW_PIPELINE] = {"pipeline 3 stages", "pipeline 3", "Mitems/s", false, BENCH_PANEL_PATTERNS},
 };
 const size_t bench_nrows = sizeof bench_rows / sizeof bench_rows[0];
 
@@ -540,6 +553,11 @@ const struct bench_workload bench_workloads[] = {
 	{"rendezvous", ROW_RENDEZVOUS, 1, false, 1, 1, 1, run_rendezvous},
 	{"latency", ROW_LATENCY, 3, false, 1, 1, 1, run_latency},
 	{"idle receiver", ROW_IDLE, 1, false, 0, 1, 1, run_idle},
+	{"pool 2 workers", ROW_POOL_2, 1, true, 1, 2, 1, bench_run_pool},
+	{"pool 8 workers", ROW_POOL_8, 1, true, 1, 8, 1, bench_run_pool},
+	{"semaphore", ROW_SEM, 1, false, 1, 0, 1, bench_run_sem},
+	{"semaphore contended", ROW_SEM_CONTENDED, 1, false, 8, 0, 1, bench_run_sem_contended},
+	{"pipeline", ROW_PIPELINE, 1, true, 1, 1, 1, bench_run_pipeline},
 };
 const size_t bench_nworkloads = sizeof bench_workloads / sizeof bench_workloads[0];
 
@@ -561,4 +579,6 @@ void bench_notes(const struct bench_results *r, char *buf, size_t size)
 		buf[off++] = '\n';
 		buf[off] = '\0';
 	}
+	if (off < size)
+		bench_patterns_notes(r->median[ROW_SEM * r->ncont], buf + off, size - off);
 }
