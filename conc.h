@@ -19,5 +19,6 @@
 #include "conc/pool.h"
 #include "conc/result.h"
 #include "conc/group.h"
+#include "conc/shutdown.h"
 
 #endif /* CONC_H */

@@ -428,4 +428,35 @@ Test(api, group_and_result, .timeout = 60)
 	cr_assert(conc_result_is_ok(&r));
 	r = conc_result_err(2, CONC_CLOSED);
 	cr_assert_not(conc_result_is_ok(&r));
+static enum conc_status api_stop(void *arg, struct conc_deadline drain)
+{
+	(void)drain;
+	++*(int *)arg;
+	return CONC_OK;
+}
+
+Test(api, shutdown, .timeout = 60)
+{
+	struct conc_shutdown sd;
+	struct conc_shutdown_slot slots[2];
+	int stopped = 0;
+	static const int sigs[] = {SIGUSR1};
+	cr_assert_eq(conc_shutdown_init(&sd, slots, 2), CONC_OK);
+	cr_assert_eq(conc_shutdown_signals(&sd, sigs, 1), CONC_OK);
+	cr_assert_eq(conc_shutdown_register(&sd, "a", api_stop, &stopped), CONC_OK);
+	cr_assert_not_null(conc_shutdown_ctx(&sd));
+	cr_assert_eq(conc_shutdown_signal(&sd), 0);
+	cr_assert_eq(conc_shutdown_wait_until(&sd, conc_deadline_poll(), NULL), CONC_TIMEDOUT);
+	cr_assert_eq(conc_shutdown_trigger(&sd, CONC_SHUTDOWN_SIGNAL_CAUSE(SIGUSR1)), CONC_OK);
+	cr_assert_eq(conc_shutdown_wait(&sd), CONC_OK);
+	cr_assert_eq(conc_shutdown_cause_signal(conc_ctx_cause(conc_shutdown_ctx(&sd))), SIGUSR1);
+	cr_assert_eq(conc_shutdown_run(&sd, conc_deadline_in_ms(60000)), CONC_OK);
+	struct conc_shutdown_result r[2];
+	cr_assert_eq(conc_shutdown_report(&sd, r, 2), 1);
+	cr_assert_str_eq(r[0].name, "a");
+	cr_assert_eq(r[0].status, CONC_OK);
+	cr_assert_not(r[0].missed);
+	cr_assert_eq(stopped, 1);
+	cr_assert_lt(0, CONC_SHUTDOWN_MAX_SIGNALS);
+	cr_assert_eq(conc_shutdown_destroy(&sd), CONC_OK);
 }
