@@ -28,7 +28,9 @@
  * the first signal's number (sd->sig); _exit(128 + signo) if a signal was
  * recorded already (the second signal: "exit at once", with the status a
  * shell gives a process killed by that signal, and without running atexit
- * handlers or flushing stdio); and an unpark (one atomic exchange and a
+ * handlers or flushing stdio; made as the exit_group system call, because
+ * sanitizers intercept _exit with code that is not async-signal-safe); and
+ * an unpark (one atomic exchange and a
  * futex wake system call) of the thread that is blocked in
  * conc_shutdown_wait_until, if any.  That thread, the "converter", turns the
  * recorded signal into conc_ctx_cancel(root, CONC_SHUTDOWN_SIGNAL_CAUSE(sig)).
@@ -63,7 +65,11 @@
  * builds without it (CONC_NO_FUTEX, non-Linux) conc_shutdown_signals returns
  * CONC_UNSUPPORTED, and programmatic triggers still work.  Only the first
  * signal counts as a request; a programmatic trigger does not make the next
- * signal a "second" one.
+ * signal a "second" one.  Under ThreadSanitizer, which delivers a signal
+ * only when the receiving thread is inside an intercepted call, a signal
+ * that the kernel gives to a thread parked in conc's raw futex wait stays
+ * pending until that thread wakes; raise() (which signals the calling
+ * thread) is delivered at once.
  *
  * Components.  conc_shutdown_register(sd, name, stop, arg) appends to the
  * caller's slot array given at init (no allocation, ever).  Registration is
@@ -260,6 +266,16 @@ static inline void conc__shutdown_quiesce(void)
 }
 
 #ifdef CONC_HAVE_FUTEX
+/* _exit(status), as the exit_group system call itself: sanitizers intercept
+ * _exit to run leak checks, which take locks and can hang in a handler. */
+static inline void conc__shutdown_exit(int status)
+{
+#ifdef SYS_exit_group
+	(void)syscall(SYS_exit_group, status);
+#endif
+	_exit(status);
+}
+
 /* The signal handler: async-signal-safe (see the header comment). */
 CONC__UNUSED static void conc__shutdown_on_signal(int signo)
 {
@@ -276,7 +292,7 @@ CONC__UNUSED static void conc__shutdown_on_signal(int signo)
 		 * conc_shutdown_wait_until(). */
 		if (!atomic_compare_exchange_strong_explicit(&sd->sig, &none, signo, memory_order_seq_cst,
 							     memory_order_relaxed))
-			_exit(128 + signo);
+			conc__shutdown_exit(128 + signo);
 		/* H2 seq_cst, as above. */
 		struct conc_parker *p = atomic_load_explicit(&sd->converter, memory_order_seq_cst);
 		if (p)

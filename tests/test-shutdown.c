@@ -449,7 +449,7 @@ Test(shutdown, run_turns_a_recorded_signal_into_the_cause, .timeout = 60)
 	cr_assert_eq(conc_shutdown_destroy(&sd), CONC_OK);
 }
 
-Test(shutdown, converter_hands_off_when_it_leaves, .timeout = 120)
+Test(shutdown, converter_hands_off_when_it_leaves, .timeout = 60)
 {
 	/* Two waiters: A (with a context) and B (forever).  Whichever of them
 	 * the handler would wake, A leaves first; the signal that comes after
