@@ -428,6 +428,8 @@ Test(api, group_and_result, .timeout = 60)
 	cr_assert(conc_result_is_ok(&r));
 	r = conc_result_err(2, CONC_CLOSED);
 	cr_assert_not(conc_result_is_ok(&r));
+}
+
 static enum conc_status api_stop(void *arg, struct conc_deadline drain)
 {
 	(void)drain;
