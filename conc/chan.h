@@ -267,9 +267,12 @@ CONC_NODISCARD static inline enum conc_status conc_chan_destroy(struct conc_chan
 	return CONC_OK;
 }
 
+/* Allocation hooks, overridable one by one (e.g. to inject failures in
+ * tests); a replacement CONC_ALIGNED_ALLOC needs a matching CONC_FREE. */
 #ifndef CONC_ALIGNED_ALLOC
-/* Allocation hooks, overridable (e.g. to inject failures in tests). */
 #define CONC_ALIGNED_ALLOC(align, size) aligned_alloc((align), (size))
+#endif
+#ifndef CONC_FREE
 #define CONC_FREE(p) free(p)
 #endif
 

@@ -73,7 +73,7 @@
  * deadline and a context.  Memory: conc_fan_in_new and conc_fan_out_start
  * allocate once, through CONC_ALIGNED_ALLOC/CONC_FREE (chan.h; overridable
  * to inject failures); conc_fan_in_init works on caller memory.  Nothing
- * allocates after that.  Threads are created through CONC_FAN_THREAD_CREATE,
+ * allocates after that.  Threads are created through CONC_THREAD_CREATE,
  * overridable likewise.
  */
 
@@ -283,6 +283,24 @@ static inline void conc__fan_in_unhold(struct conc_fan_in *m, void *out, size_t 
 	m->holding = false;
 }
 
+/* recv_until and try_recv: the one-receiver guard, a held element first,
+ * then one select over the open inputs (try: without waiting). */
+static inline enum conc_status conc__fan_in_recv(struct conc_fan_in *m, void *out, size_t *origin,
+						 struct conc_deadline d, struct conc_ctx *ctx, bool try_only)
+{
+	if (!m || !out || m->n == 0)
+		return CONC_INVALID;
+	if (!conc__fan_in_enter(m))
+		return CONC_BUSY;
+	enum conc_status s = CONC_OK;
+	if (m->holding)
+		conc__fan_in_unhold(m, out, origin);
+	else
+		s = conc__fan_in_next(m, out, origin, d, ctx, try_only);
+	conc__fan_in_leave(m);
+	return s;
+}
+
 /*
  * Receive the next element of any input into out (esize bytes) and its
  * input's index into *origin (may be NULL), waiting until the absolute
@@ -300,17 +318,7 @@ CONC_NODISCARD static inline enum conc_status conc_fan_in_recv_until(struct conc
 								     size_t *origin, struct conc_deadline d,
 								     struct conc_ctx *ctx)
 {
-	if (!m || !out || m->n == 0)
-		return CONC_INVALID;
-	if (!conc__fan_in_enter(m))
-		return CONC_BUSY;
-	enum conc_status s = CONC_OK;
-	if (m->holding)
-		conc__fan_in_unhold(m, out, origin);
-	else
-		s = conc__fan_in_next(m, out, origin, d, ctx, false);
-	conc__fan_in_leave(m);
-	return s;
+	return conc__fan_in_recv(m, out, origin, d, ctx, false);
 }
 
 /* Receive, waiting as long as it takes: CONC_OK, CONC_CLOSED, CONC_BUSY or
@@ -324,17 +332,7 @@ CONC_NODISCARD static inline enum conc_status conc_fan_in_recv(struct conc_fan_i
  * CONC_CLOSED, CONC_BUSY or CONC_INVALID. */
 CONC_NODISCARD static inline enum conc_status conc_fan_in_try_recv(struct conc_fan_in *m, void *out, size_t *origin)
 {
-	if (!m || !out || m->n == 0)
-		return CONC_INVALID;
-	if (!conc__fan_in_enter(m))
-		return CONC_BUSY;
-	enum conc_status s = CONC_OK;
-	if (m->holding)
-		conc__fan_in_unhold(m, out, origin);
-	else
-		s = conc__fan_in_next(m, out, origin, conc_deadline_poll(), NULL, true);
-	conc__fan_in_leave(m);
-	return s;
+	return conc__fan_in_recv(m, out, origin, conc_deadline_poll(), NULL, true);
 }
 
 /*
@@ -467,11 +465,6 @@ static inline enum conc_status conc_fan_in_free(struct conc_fan_in *m)
 
 /* ----------------------------------------------------------------- fan-out */
 
-#ifndef CONC_FAN_THREAD_CREATE
-/* Thread creation hook (0 or an errno value), overridable like
- * CONC_ALIGNED_ALLOC, e.g. to inject failures in tests. */
-#define CONC_FAN_THREAD_CREATE(thread, fn, arg) pthread_create((thread), NULL, (fn), (arg))
-#endif
 
 /* Flag of conc_fan_out_start: leave the output channel(s) open when the
  * workers end (the caller closes them). */
@@ -687,7 +680,7 @@ CONC_NODISCARD static inline enum conc_status conc_fan_out_start(struct conc_fan
 		atomic_init(&w->items, 0);
 		/* Relaxed: thread creation orders it before the worker runs. */
 		atomic_fetch_add_explicit(&fo->live, 1, memory_order_relaxed);
-		if (CONC_FAN_THREAD_CREATE(&w->thread, conc__fan_out_main, w) != 0) {
+		if (CONC_THREAD_CREATE(&w->thread, conc__fan_out_main, w) != 0) {
 			atomic_fetch_sub_explicit(&fo->live, 1, memory_order_relaxed);
 			break;
 		}

@@ -98,7 +98,7 @@
  *
  * Allocation: only new and add_stage allocate (through chan.h's
  * CONC_ALIGNED_ALLOC/CONC_FREE hooks); start creates the threads (through
- * the overridable CONC_PIPELINE_THREAD_CREATE).  Progress: blocking.
+ * the overridable CONC_THREAD_CREATE).  Progress: blocking.
  */
 
 #include "status.h"
@@ -124,11 +124,6 @@ extern "C" {
 #define CONC_PIPELINE_MAX_BATCH 1024
 #define CONC_PIPELINE_MAX_WINDOW ((size_t)1 << 20)
 
-#ifndef CONC_PIPELINE_THREAD_CREATE
-/* Thread creation hook (e.g. to inject failures in tests): returns 0 or an
- * error number, as pthread_create. */
-#define CONC_PIPELINE_THREAD_CREATE(thread, fn, arg) pthread_create((thread), NULL, (fn), (arg))
-#endif
 
 struct conc_pipeline_config {
 	size_t esize;              /* bytes per input item (> 0) */
@@ -753,7 +748,7 @@ CONC_NODISCARD static inline enum conc_status conc_pipeline_start(struct conc_pi
 	for (struct conc__pipe_stage *st = p->first; st; st = st->next) {
 		for (size_t i = 0; i < st->nworkers; i++) {
 			struct conc__pipe_worker *w = &st->workers[i];
-			if (CONC_PIPELINE_THREAD_CREATE(&w->thread, conc__pipe_worker_main, w) == 0) {
+			if (CONC_THREAD_CREATE(&w->thread, conc__pipe_worker_main, w) == 0) {
 				w->created = true;
 				continue;
 			}

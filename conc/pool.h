@@ -66,7 +66,7 @@
  *
  * Memory: conc_pool_new allocates one block (the pool, the thread table and
  * the ring; through CONC_ALIGNED_ALLOC/CONC_FREE of conc/chan.h) and starts
- * the threads (through CONC_POOL_THREAD_CREATE, overridable like the
+ * the threads (through CONC_THREAD_CREATE, overridable like the
  * allocation hooks).  conc_pool_parallel_for allocates one small block per
  * call when helpers are used (and does the work alone if it cannot).
  * Nothing else allocates.
@@ -82,11 +82,6 @@
 extern "C" {
 #endif
 
-#ifndef CONC_POOL_THREAD_CREATE
-/* Thread creation hook, overridable (e.g. to inject failures in tests):
- * returns 0 or an error number, as pthread_create. */
-#define CONC_POOL_THREAD_CREATE(thread, fn, arg) pthread_create((thread), NULL, (fn), (arg))
-#endif
 
 /* How conc_pool_shutdown treats what is still queued. */
 enum conc_pool_mode {
@@ -367,7 +362,7 @@ CONC_NODISCARD static inline enum conc_status conc_pool_new(struct conc_pool **o
 	 * through the channel after this function returned. */
 	for (size_t i = 0; i < cfg->threads; i++) {
 		pthread_t tid;
-		if (CONC_POOL_THREAD_CREATE(&tid, conc__pool_worker, &p->slots[i]) != 0) {
+		if (CONC_THREAD_CREATE(&tid, conc__pool_worker, &p->slots[i]) != 0) {
 			(void)conc_chan_close(&p->queue);
 			conc__pool_join(p, i);
 			s = conc_ctx_destroy(&p->ctx);

@@ -86,6 +86,14 @@ extern "C" {
 
 /* Padding unit between fields written by different threads.  64 bytes is the
  * line size of current x86-64 and most Arm cores; override if yours differs. */
+/* How the layers that start threads (pool, pipeline, fan-out) create them:
+ * returns 0 or an error number, as pthread_create.  Define it before
+ * including conc to route thread creation elsewhere (tests inject failures
+ * this way). */
+#ifndef CONC_THREAD_CREATE
+#define CONC_THREAD_CREATE(thread, fn, arg) pthread_create((thread), NULL, (fn), (arg))
+#endif
+
 #ifndef CONC_CACHELINE
 #define CONC_CACHELINE 64
 #endif

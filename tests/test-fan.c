@@ -29,7 +29,7 @@ static int test_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 }
 #define CONC_ALIGNED_ALLOC(align, size) (alloc_fail ? NULL : aligned_alloc((align), (size)))
 #define CONC_FREE(p) free(p)
-#define CONC_FAN_THREAD_CREATE(t, fn, arg) test_thread_create((t), (fn), (arg))
+#define CONC_THREAD_CREATE(t, fn, arg) test_thread_create((t), (fn), (arg))
 
 #include "conc.h"
 

@@ -40,7 +40,7 @@ static int test_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
 		;
 	return b == 0 ? 11 /* EAGAIN */ : pthread_create(t, NULL, fn, arg);
 }
-#define CONC_POOL_THREAD_CREATE(t, fn, arg) test_thread_create((t), (fn), (arg))
+#define CONC_THREAD_CREATE(t, fn, arg) test_thread_create((t), (fn), (arg))
 
 #include "conc.h"
 
