@@ -90,6 +90,32 @@ static void wait_entered(struct board *b, int n)
 		conc_yield();
 }
 
+/* What most tests set up: a board of tasks, a pool and a group on it. */
+struct fix {
+	struct board b;
+	struct job jobs[TASKS];
+	struct conc_pool *p;
+	struct conc_group g;
+	struct conc_group_error errs[8];
+};
+
+/* threads and queue for the pool; limit and errs_cap (<= 8) for the group. */
+static void fix_up(struct fix *f, size_t threads, size_t queue, size_t limit, size_t errs_cap,
+		   struct conc_ctx *parent)
+{
+	board_init(&f->b, f->jobs);
+	f->p = new_pool(threads, queue);
+	cr_assert_leq(errs_cap, 8);
+	cr_assert_eq(conc_group_init(&f->g, f->p, parent, limit, errs_cap ? f->errs : NULL, errs_cap), CONC_OK);
+}
+
+static void fix_down(struct fix *f)
+{
+	cr_assert_eq(conc_group_destroy(&f->g), CONC_OK);
+	cr_assert_eq(conc_ctx_destroy(&f->b.gate), CONC_OK);
+	free_pool(f->p);
+}
+
 Test(group, bad_input)
 {
 	struct conc_pool *p = new_pool(1, 4);
@@ -134,148 +160,116 @@ Test(group, allocation_failure_leaks_nothing)
 
 Test(group, runs_every_task_once_at_most_limit_at_a_time)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(6, 8);
-	struct conc_group g;
-	cr_assert_eq(conc_group_init(&g, p, NULL, 3, NULL, 0), CONC_OK);
+	struct fix f;
+	fix_up(&f, 6, 8, 3, 0, NULL);
 	for (int i = 0; i < TASKS; i++)
-		cr_assert_eq(conc_group_go(&g, job_main, &jobs[i]), CONC_OK);
-	cr_assert_eq(conc_group_wait(&g), 0);
+		cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[i]), CONC_OK);
+	cr_assert_eq(conc_group_wait(&f.g), 0);
 	for (int i = 0; i < TASKS; i++)
-		cr_assert_eq(atomic_load(&b.ran[i]), 1, "task %d ran %d times", i, atomic_load(&b.ran[i]));
-	cr_assert_leq(atomic_load(&b.most), 3, "%d tasks ran at once, limit 3", atomic_load(&b.most));
+		cr_assert_eq(atomic_load(&f.b.ran[i]), 1, "task %d ran %d times", i, atomic_load(&f.b.ran[i]));
+	cr_assert_leq(atomic_load(&f.b.most), 3, "%d tasks ran at once, limit 3", atomic_load(&f.b.most));
 	size_t n;
 	uint64_t dropped;
-	conc_group_errors(&g, &n, &dropped);
+	conc_group_errors(&f.g, &n, &dropped);
 	cr_assert_eq(n, 0);
 	cr_assert_eq(dropped, 0);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+	fix_down(&f);
 }
 
 Test(group, go_waits_for_a_slot_and_try_go_does_not)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(4, 8);
-	struct conc_group g;
-	cr_assert_eq(conc_group_init(&g, p, NULL, 2, NULL, 0), CONC_OK);
-	b.wait_gate[0] = b.wait_gate[1] = true;
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[0]), CONC_OK);
-	cr_assert_eq(conc_group_try_go(&g, job_main, &jobs[1]), CONC_OK);
-	wait_entered(&b, 2);
-	cr_assert_eq(conc_group_try_go(&g, job_main, &jobs[2]), CONC_WOULDBLOCK, "both slots are held");
-	cr_assert_eq(conc_group_go_until(&g, job_main, &jobs[2], conc_deadline_poll()), CONC_TIMEDOUT);
-	cr_assert_eq(conc_group_go_until(&g, job_main, &jobs[2], conc_deadline_in_ms(2)), CONC_TIMEDOUT);
-	cr_assert_eq(atomic_load(&b.ran[2]), 0);
-	cr_assert_eq(conc_ctx_cancel(&b.gate, 0), CONC_OK);
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[2]), CONC_OK, "a slot comes free");
-	cr_assert_eq(conc_group_wait(&g), 0);
-	cr_assert_eq(atomic_load(&b.ran[2]), 1);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+	struct fix f;
+	fix_up(&f, 4, 8, 2, 0, NULL);
+	f.b.wait_gate[0] = f.b.wait_gate[1] = true;
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[0]), CONC_OK);
+	cr_assert_eq(conc_group_try_go(&f.g, job_main, &f.jobs[1]), CONC_OK);
+	wait_entered(&f.b, 2);
+	cr_assert_eq(conc_group_try_go(&f.g, job_main, &f.jobs[2]), CONC_WOULDBLOCK, "both slots are held");
+	cr_assert_eq(conc_group_go_until(&f.g, job_main, &f.jobs[2], conc_deadline_poll()), CONC_TIMEDOUT);
+	cr_assert_eq(conc_group_go_until(&f.g, job_main, &f.jobs[2], conc_deadline_in_ms(2)), CONC_TIMEDOUT);
+	cr_assert_eq(atomic_load(&f.b.ran[2]), 0);
+	cr_assert_eq(conc_ctx_cancel(&f.b.gate, 0), CONC_OK);
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[2]), CONC_OK, "a slot comes free");
+	cr_assert_eq(conc_group_wait(&f.g), 0);
+	cr_assert_eq(atomic_load(&f.b.ran[2]), 1);
+	fix_down(&f);
 }
 
 Test(group, first_error_cancels_the_others_and_is_returned)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(4, 8);
-	struct conc_group g;
-	cr_assert_eq(conc_group_init(&g, p, NULL, 4, NULL, 0), CONC_OK);
+	struct fix f;
+	fix_up(&f, 4, 8, 4, 0, NULL);
 	for (int i = 0; i < 3; i++)
-		b.wait_group[i] = true; /* run until the group is canceled */
+		f.b.wait_group[i] = true; /* run until the group is canceled */
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(conc_group_go(&g, job_main, &jobs[i]), CONC_OK);
-	wait_entered(&b, 3);
-	b.fail_with[3] = 42;
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[3]), CONC_OK);
-	cr_assert_eq(conc_group_wait(&g), 42);
-	cr_assert_eq(conc_ctx_err(conc_group_ctx(&g)), CONC_CANCELED);
-	cr_assert_eq(conc_ctx_cause(conc_group_ctx(&g)), 42, "the error is the cause");
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[4]), CONC_CANCELED, "a spent group starts nothing");
-	cr_assert_eq(atomic_load(&b.ran[4]), 0);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+		cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[i]), CONC_OK);
+	wait_entered(&f.b, 3);
+	f.b.fail_with[3] = 42;
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[3]), CONC_OK);
+	cr_assert_eq(conc_group_wait(&f.g), 42);
+	cr_assert_eq(conc_ctx_err(conc_group_ctx(&f.g)), CONC_CANCELED);
+	cr_assert_eq(conc_ctx_cause(conc_group_ctx(&f.g)), 42, "the error is the cause");
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[4]), CONC_CANCELED, "a spent group starts nothing");
+	cr_assert_eq(atomic_load(&f.b.ran[4]), 0);
+	fix_down(&f);
 }
 
 Test(group, tasks_not_started_do_not_start_after_an_error)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(1, 16);
-	struct conc_group g;
-	struct conc_group_error errs[4];
-	cr_assert_eq(conc_group_init(&g, p, NULL, 16, errs, 4), CONC_OK);
+	struct fix f;
+	fix_up(&f, 1, 16, 16, 4, NULL);
 	/* Task 0 holds the only worker until the other nine are queued, then
 	 * fails: they must not start. */
-	b.wait_gate[0] = true;
+	f.b.wait_gate[0] = true;
 	for (int i = 0; i < 10; i++) {
-		b.fail_with[i] = 100 + i;
-		cr_assert_eq(conc_group_go(&g, job_main, &jobs[i]), CONC_OK);
+		f.b.fail_with[i] = 100 + i;
+		cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[i]), CONC_OK);
 	}
-	wait_entered(&b, 1);
-	cr_assert_eq(conc_ctx_cancel(&b.gate, 0), CONC_OK);
-	cr_assert_eq(conc_group_wait(&g), 100);
+	wait_entered(&f.b, 1);
+	cr_assert_eq(conc_ctx_cancel(&f.b.gate, 0), CONC_OK);
+	cr_assert_eq(conc_group_wait(&f.g), 100);
 	size_t n;
 	uint64_t dropped;
-	const struct conc_group_error *e = conc_group_errors(&g, &n, &dropped);
-	cr_assert_eq(e, errs);
+	const struct conc_group_error *e = conc_group_errors(&f.g, &n, &dropped);
+	cr_assert_eq(e, f.errs);
 	cr_assert_eq(n, 1);
 	cr_assert_eq(dropped, 0);
 	cr_assert_eq(e[0].status, 100);
 	cr_assert_eq(e[0].task, 0);
-	cr_assert_eq(e[0].arg, &jobs[0]);
+	cr_assert_eq(e[0].arg, &f.jobs[0]);
 	for (int i = 1; i < 10; i++)
-		cr_assert_eq(atomic_load(&b.ran[i]), 0, "task %d started after the group failed", i);
-	cr_assert_eq(conc_group_skipped(&g), 9);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+		cr_assert_eq(atomic_load(&f.b.ran[i]), 0, "task %d started after the group failed", i);
+	cr_assert_eq(conc_group_skipped(&f.g), 9);
+	fix_down(&f);
 }
 
 Test(group, every_error_is_kept_with_its_task_or_counted_as_dropped)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(6, 16);
-	struct conc_group g;
-	struct conc_group_error errs[4];
-	cr_assert_eq(conc_group_init(&g, p, NULL, 6, errs, 4), CONC_OK);
+	struct fix f;
+	fix_up(&f, 6, 16, 6, 4, NULL);
 	/* Six tasks all running at the gate, each then failing: all six
 	 * errors happen; four fit, two are dropped. */
 	for (int i = 0; i < 6; i++) {
-		b.wait_gate[i] = true;
-		b.fail_with[i] = 200 + i;
-		cr_assert_eq(conc_group_go(&g, job_main, &jobs[i]), CONC_OK);
+		f.b.wait_gate[i] = true;
+		f.b.fail_with[i] = 200 + i;
+		cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[i]), CONC_OK);
 	}
-	wait_entered(&b, 6);
-	cr_assert_eq(conc_ctx_cancel(&b.gate, 0), CONC_OK);
-	int first = conc_group_wait(&g);
+	wait_entered(&f.b, 6);
+	cr_assert_eq(conc_ctx_cancel(&f.b.gate, 0), CONC_OK);
+	int first = conc_group_wait(&f.g);
 	cr_assert(first >= 200 && first < 206);
 	size_t n;
 	uint64_t dropped;
-	const struct conc_group_error *e = conc_group_errors(&g, &n, &dropped);
+	const struct conc_group_error *e = conc_group_errors(&f.g, &n, &dropped);
 	cr_assert_eq(n, 4);
 	cr_assert_eq(dropped, 2);
 	cr_assert_eq(e[0].status, first, "the first kept is the first error");
 	for (size_t k = 0; k < n; k++) {
 		cr_assert_eq(e[k].status, 200 + (int)e[k].task, "error %d tagged with task %llu", e[k].status,
 			     (unsigned long long)e[k].task);
-		cr_assert_eq(e[k].arg, &jobs[e[k].task]);
+		cr_assert_eq(e[k].arg, &f.jobs[e[k].task]);
 	}
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+	fix_down(&f);
 }
 
 struct go_call {
@@ -293,61 +287,49 @@ static void *go_main(void *arg)
 
 Test(group, a_blocked_go_returns_when_the_group_is_canceled)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(2, 4);
-	struct conc_group g;
 	struct conc_ctx parent;
 	cr_assert_eq(conc_ctx_init_root(&parent), CONC_OK);
-	cr_assert_eq(conc_group_init(&g, p, &parent, 1, NULL, 0), CONC_OK);
-	b.wait_group[0] = true;
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[0]), CONC_OK);
-	wait_entered(&b, 1);
-	struct go_call c = {&g, &jobs[1], CONC_OK};
+	struct fix f;
+	fix_up(&f, 2, 4, 1, 0, &parent);
+	f.b.wait_group[0] = true;
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[0]), CONC_OK);
+	wait_entered(&f.b, 1);
+	struct go_call c = {&f.g, &f.jobs[1], CONC_OK};
 	pthread_t t;
 	start(&t, go_main, &c);
-	while (!conc_waitq_has_waiters(&g.ctx.waiters)) /* the go parked on the slot */
+	while (!conc_waitq_has_waiters(&f.g.ctx.waiters)) /* the go parked on the slot */
 		conc_yield();
 	cr_assert_eq(conc_ctx_cancel(&parent, 9), CONC_OK, "canceling the parent cancels the group");
 	join(t);
 	cr_assert_eq(c.st, CONC_CANCELED);
-	cr_assert_eq(conc_group_wait(&g), 0, "task 0 returned 0 when canceled");
-	cr_assert_eq(conc_ctx_cause(conc_group_ctx(&g)), 9);
-	cr_assert_eq(atomic_load(&b.ran[1]), 0);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
+	cr_assert_eq(conc_group_wait(&f.g), 0, "task 0 returned 0 when canceled");
+	cr_assert_eq(conc_ctx_cause(conc_group_ctx(&f.g)), 9);
+	cr_assert_eq(atomic_load(&f.b.ran[1]), 0);
+	fix_down(&f);
 	cr_assert_eq(conc_ctx_destroy(&parent), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
 }
 
 Test(group, wait_times_out_and_destroy_is_busy_while_tasks_run)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(2, 4);
-	struct conc_group g;
-	cr_assert_eq(conc_group_init(&g, p, NULL, 2, NULL, 0), CONC_OK);
-	b.wait_gate[0] = true;
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[0]), CONC_OK);
-	wait_entered(&b, 1);
+	struct fix f;
+	fix_up(&f, 2, 4, 2, 0, NULL);
+	f.b.wait_gate[0] = true;
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[0]), CONC_OK);
+	wait_entered(&f.b, 1);
 	int first = 5;
-	cr_assert_eq(conc_group_wait_until(&g, conc_deadline_in_ms(2), NULL, &first), CONC_TIMEDOUT);
+	cr_assert_eq(conc_group_wait_until(&f.g, conc_deadline_in_ms(2), NULL, &first), CONC_TIMEDOUT);
 	cr_assert_eq(first, 5, "untouched when the wait did not finish");
 	struct conc_ctx ctx;
 	cr_assert_eq(conc_ctx_init_root(&ctx), CONC_OK);
 	cr_assert_eq(conc_ctx_cancel(&ctx, 0), CONC_OK);
-	cr_assert_eq(conc_group_wait_until(&g, conc_deadline_forever(), &ctx, NULL), CONC_CANCELED);
-	cr_assert_eq(conc_group_destroy(&g), CONC_BUSY);
-	cr_assert_eq(conc_ctx_err(conc_group_ctx(&g)), CONC_OK, "a wait that gave up leaves the group live");
-	cr_assert_eq(conc_ctx_cancel(&b.gate, 0), CONC_OK);
-	cr_assert_eq(conc_group_wait_until(&g, conc_deadline_forever(), NULL, &first), CONC_OK);
+	cr_assert_eq(conc_group_wait_until(&f.g, conc_deadline_forever(), &ctx, NULL), CONC_CANCELED);
+	cr_assert_eq(conc_group_destroy(&f.g), CONC_BUSY);
+	cr_assert_eq(conc_ctx_err(conc_group_ctx(&f.g)), CONC_OK, "a wait that gave up leaves the group live");
+	cr_assert_eq(conc_ctx_cancel(&f.b.gate, 0), CONC_OK);
+	cr_assert_eq(conc_group_wait_until(&f.g, conc_deadline_forever(), NULL, &first), CONC_OK);
 	cr_assert_eq(first, 0);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
+	fix_down(&f);
 	cr_assert_eq(conc_ctx_destroy(&ctx), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
 }
 
 struct shutdown_call {
@@ -364,66 +346,53 @@ static void *shutdown_main(void *arg)
 
 Test(group, a_pool_aborted_under_queued_tasks_fails_them)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(1, 8);
-	struct conc_group g;
-	struct conc_group_error errs[8];
-	cr_assert_eq(conc_group_init(&g, p, NULL, 8, errs, 8), CONC_OK);
-	b.wait_gate[0] = true;
+	struct fix f;
+	fix_up(&f, 1, 8, 8, 8, NULL);
+	f.b.wait_gate[0] = true;
 	for (int i = 0; i < 4; i++)
-		cr_assert_eq(conc_group_go(&g, job_main, &jobs[i]), CONC_OK);
-	wait_entered(&b, 1);
+		cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[i]), CONC_OK);
+	wait_entered(&f.b, 1);
 	/* Abort from another thread while task 0 holds the only worker: the
 	 * three queued tasks are dropped (and fail), then shutdown waits for
 	 * task 0, which the gate lets go. */
-	struct shutdown_call c = {p, CONC_INVALID};
+	struct shutdown_call c = {f.p, CONC_INVALID};
 	pthread_t t;
 	start(&t, shutdown_main, &c);
 	size_t n = 0;
-	while (conc_group_errors(&g, &n, NULL), n < 3)
+	while (conc_group_errors(&f.g, &n, NULL), n < 3)
 		conc_yield();
-	cr_assert_eq(conc_ctx_cancel(&b.gate, 0), CONC_OK);
+	cr_assert_eq(conc_ctx_cancel(&f.b.gate, 0), CONC_OK);
 	join(t);
 	cr_assert_eq(c.st, CONC_OK);
-	cr_assert_eq(conc_group_wait(&g), CONC_CANCELED);
+	cr_assert_eq(conc_group_wait(&f.g), CONC_CANCELED);
 	uint64_t dropped;
-	const struct conc_group_error *e = conc_group_errors(&g, &n, &dropped);
+	const struct conc_group_error *e = conc_group_errors(&f.g, &n, &dropped);
 	cr_assert_eq(n, 3);
 	for (size_t k = 0; k < n; k++) {
 		cr_assert_eq(e[k].status, CONC_CANCELED);
-		cr_assert_eq(atomic_load(&b.ran[e[k].task]), 0, "dropped task %llu ran",
+		cr_assert_eq(atomic_load(&f.b.ran[e[k].task]), 0, "dropped task %llu ran",
 			     (unsigned long long)e[k].task);
 	}
-	cr_assert_eq(atomic_load(&b.ran[0]), 1);
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[5]), CONC_CANCELED);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+	cr_assert_eq(atomic_load(&f.b.ran[0]), 1);
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[5]), CONC_CANCELED);
+	fix_down(&f);
 }
 
 Test(group, tasks_may_start_tasks)
 {
-	struct board b;
-	struct job jobs[TASKS];
-	board_init(&b, jobs);
-	struct conc_pool *p = new_pool(3, 64);
-	struct conc_group g;
-	cr_assert_eq(conc_group_init(&g, p, NULL, 64, NULL, 0), CONC_OK);
-	b.g = &g;
+	struct fix f;
+	fix_up(&f, 3, 64, 64, 0, NULL);
+	f.b.g = &f.g;
 	/* A binary tree of 31 tasks, each inner one starting its two children
 	 * while it runs: wait still sees all of them. */
 	for (int i = 0; i < 15; i++)
-		b.spawn[i] = 1;
-	cr_assert_eq(conc_group_go(&g, job_main, &jobs[0]), CONC_OK);
-	cr_assert_eq(conc_group_wait(&g), 0);
+		f.b.spawn[i] = 1;
+	cr_assert_eq(conc_group_go(&f.g, job_main, &f.jobs[0]), CONC_OK);
+	cr_assert_eq(conc_group_wait(&f.g), 0);
 	for (int i = 0; i < 31; i++)
-		cr_assert_eq(atomic_load(&b.ran[i]), 1, "task %d", i);
-	cr_assert_eq(atomic_load(&b.ran[31]), 0);
-	cr_assert_eq(conc_group_destroy(&g), CONC_OK);
-	cr_assert_eq(conc_ctx_destroy(&b.gate), CONC_OK);
-	free_pool(p);
+		cr_assert_eq(atomic_load(&f.b.ran[i]), 1, "task %d", i);
+	cr_assert_eq(atomic_load(&f.b.ran[31]), 0);
+	fix_down(&f);
 }
 
 Test(result, carries_status_origin_and_value)
