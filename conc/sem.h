@@ -38,8 +38,10 @@
  * everything else takes a short lock (never held while user code runs).
  *
  * Concurrency: any thread may call anything except init and destroy, which
- * must not race other calls.  A semaphore lives in caller memory;
- * conc_sem_destroy refuses (CONC_BUSY) while threads wait on it.
+ * must not race other calls.  A semaphore lives in caller memory; destroy
+ * it only when no call on it can still run (a granted waiter may still be
+ * leaving acquire): its CONC_BUSY while threads wait is a diagnostic of
+ * misuse, not a signal to retry.
  */
 
 #include "ctx.h"
@@ -88,8 +90,9 @@ CONC_NODISCARD static inline enum conc_status conc_sem_init(struct conc_sem *s, 
 	return CONC_OK;
 }
 
-/* Release s's resources.  CONC_BUSY (nothing changes) while threads wait on
- * it; CONC_INVALID for NULL.  No other call may race it. */
+/* Release s's resources.  Only when no other call on s can still run;
+ * CONC_BUSY (nothing changes) if threads are found waiting, CONC_INVALID for
+ * NULL. */
 CONC_NODISCARD static inline enum conc_status conc_sem_destroy(struct conc_sem *s)
 {
 	if (!s)
@@ -200,10 +203,12 @@ static inline bool conc__sem_enqueue(struct conc_sem *s, struct conc__sem_waiter
 			}
 			continue;
 		}
-		/* Relaxed: releasers that see QUEUED take the lock, which
-		 * orders them after this. */
+		/* S1' acquire, as S1: units already free when the list forms
+		 * may go to a queued waiter through the lock, so whoever
+		 * released them must happen before the granter hands them on
+		 * (S2 pairs with this; later releasers come through the lock). */
 		if ((v & CONC__SEM_QUEUED) ||
-		    atomic_compare_exchange_weak_explicit(&s->word, &v, v | CONC__SEM_QUEUED, memory_order_relaxed,
+		    atomic_compare_exchange_weak_explicit(&s->word, &v, v | CONC__SEM_QUEUED, memory_order_acquire,
 							  memory_order_relaxed))
 			break;
 	}
@@ -258,12 +263,12 @@ CONC_NODISCARD static inline enum conc_status conc_sem_acquire_until(struct conc
 		return st;
 	if (n == 0 || conc__sem_take(s, n))
 		return CONC_OK;
+	if (conc_deadline_expired(d)) /* a passed deadline: tried once */
+		return CONC_TIMEDOUT;
 	struct conc_backoff b = {0};
 	while (conc_backoff_wait(&b))
 		if (conc__sem_take(s, n))
 			return CONC_OK;
-	if (conc_deadline_expired(d))
-		return CONC_TIMEDOUT;
 
 	struct conc__sem_waiter w;
 	w.parker = conc_parker_self();

@@ -13,6 +13,13 @@
  *                     loop until it is done: first come, first served means
  *                     it gets through (a starving version hangs, and the
  *                     watchdog fails it)
+ *   free units reach a queued waiter
+ *                     a thread writes a payload and releases 1 unit of 2 on
+ *                     the fast path; a waiter for 2 then queues (1 free) and
+ *                     is granted when the main thread releases the second
+ *                     unit; it reads the payload, which ThreadSanitizer
+ *                     reports as a race unless the first release happens
+ *                     before the grant
  *   cancel storm      waiters for 1..2 units with contexts that a canceler
  *                     thread cancels at random points while a poster releases
  *                     units one at a time: every unit is either still free or
@@ -203,6 +210,64 @@ static void scenario_big(size_t unused)
 	note("%zu big rounds beside %" PRIu64 " light ones", rounds, atomic_load(&b.light_rounds));
 }
 
+/* ---------------------------------------- free units reach a queued waiter */
+
+struct hb {
+	struct conc_sem sem;
+	uint64_t payload; /* plain: ordered only through the semaphore */
+	uint64_t seen;
+};
+
+static void *hb_releaser(void *arg)
+{
+	struct hb *h = arg;
+	h->payload = 42;
+	if (conc_sem_release(&h->sem, 1) != CONC_OK)
+		fail("release failed");
+	return NULL;
+}
+
+static void *hb_waiter(void *arg)
+{
+	struct hb *h = arg;
+	while (conc_sem_available(&h->sem) != 1) /* the releaser's unit is free */
+		conc_yield();
+	enum conc_status s = conc_sem_acquire(&h->sem, 2); /* queues: only 1 free */
+	if (s != CONC_OK)
+		fail("acquire of 2 gave %s", conc_strerror(s));
+	h->seen = h->payload;
+	return NULL;
+}
+
+static void scenario_hb(size_t unused)
+{
+	(void)unused;
+	size_t rounds = SIZED(2000, 200);
+	for (size_t r = 0; r < rounds && !atomic_load(&failed_flag); r++) {
+		struct hb h;
+		memset(&h, 0, sizeof h);
+		if (conc_sem_init(&h.sem, 2, 0) != CONC_OK) {
+			fail("conc_sem_init failed");
+			return;
+		}
+		pthread_t a, b;
+		spawn(&b, hb_waiter, &h);
+		spawn(&a, hb_releaser, &h);
+		/* Wait until the waiter is in line (QUEUED), then give the second
+		 * unit through the locked path. */
+		while (!(atomic_load_explicit(&h.sem.word, memory_order_relaxed) & CONC__SEM_QUEUED))
+			conc_yield();
+		if (conc_sem_release(&h.sem, 1) != CONC_OK)
+			fail("second release failed");
+		join(b);
+		join(a);
+		if (h.seen != 42)
+			fail("round %zu: the waiter read %" PRIu64, r, h.seen);
+		if (conc_sem_destroy(&h.sem) != CONC_OK)
+			fail("a waiter was left in line");
+	}
+}
+
 /* ----------------------------------------------------------- cancel storm */
 
 #define STORM_WAITERS 6
@@ -320,6 +385,7 @@ int main(void)
 	static const struct scenario scenarios[] = {
 		{"limit holds", scenario_limit, 0},
 		{"big not starved", scenario_big, 0},
+		{"free units reach a queued waiter", scenario_hb, 0},
 		{"cancel storm", scenario_storm, 0},
 	};
 	return stress_main(scenarios, sizeof scenarios / sizeof scenarios[0], "");
