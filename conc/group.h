@@ -81,7 +81,8 @@ struct conc_group {
  * error or conc_group_cancel cancels it).  errs / errs_cap: where to keep
  * every error (NULL / 0 to keep only the first, which wait returns).
  * Returns CONC_OK, CONC_INVALID (NULL g or pool, limit 0 or > UINT32_MAX,
- * errs NULL with errs_cap > 0), CONC_NOMEM.  Allocates limit slots.
+ * errs NULL with errs_cap > 0), CONC_OVERFLOW (limit's slots do not fit in
+ * memory's size type), CONC_NOMEM.  Allocates limit slots and a channel.
  */
 CONC_NODISCARD static inline enum conc_status conc_group_init(struct conc_group *g, struct conc_pool *pool,
 							      struct conc_ctx *parent, size_t limit,
@@ -246,7 +247,12 @@ static inline enum conc_status conc__group_go(struct conc_group *g, int (*fn)(st
 	atomic_fetch_add_explicit(&g->pending, 1, memory_order_relaxed);
 	st = wait ? conc_sem_acquire_until(&g->limit, 1, d, &g->ctx) : conc_sem_try_acquire(&g->limit, 1);
 	if (st != CONC_OK) {
+		/* Counted out under `finishing`, as a task is: a wait that sees
+		 * pending reach 0 must not free g while this thread is still in
+		 * conc__group_done (G3/G4). */
+		atomic_fetch_add_explicit(&g->finishing, 1, memory_order_relaxed);
 		conc__group_done(g);
+		atomic_fetch_sub_explicit(&g->finishing, 1, memory_order_release);
 		return st;
 	}
 	return conc__group_submit(g, fn, arg, wait, d);
