@@ -1667,11 +1667,5 @@ static const struct scenario scenarios[] = {
 
 int main(void)
 {
-	return stress_main(scenarios, sizeof scenarios / sizeof scenarios[0],
-#ifdef CONC_HAVE_FUTEX
-			   ""
-#else
-			   ", pthread parker"
-#endif
-	);
+	return stress_main(scenarios, sizeof scenarios / sizeof scenarios[0], STRESS_PARKER);
 }

@@ -40,6 +40,13 @@
 #define STRESS_TSAN 0
 #endif
 
+/* For stress_main's banner: which parker the program was built on. */
+#ifdef CONC_HAVE_FUTEX
+#define STRESS_PARKER ""
+#else
+#define STRESS_PARKER ", pthread parker"
+#endif
+
 /* A count at scale 1: `plain` normally, `tsan` under ThreadSanitizer. */
 #define SIZED(plain, tsan) ((size_t)(STRESS_TSAN ? (tsan) : (plain)) * (size_t)CONC_STRESS_SCALE)
 
