@@ -261,6 +261,26 @@ static inline struct conc_deadline conc_deadline_min(struct conc_deadline a, str
 	return a.ns < b.ns ? a : b;
 }
 
+/*
+ * An injectable clock for time-dependent logic (rate limiters, breakers):
+ * now_ns returns nanoseconds on any monotonic scale the caller likes.  A
+ * NULL clock, or one whose now_ns is NULL, is CLOCK_MONOTONIC.  Tests pass
+ * a clock they advance by hand, so rate and state decisions are exact.
+ * Waiting still happens on the real clock: a layer that must wait turns a
+ * span measured on its clock into a real deadline.
+ */
+struct conc_clock {
+	int64_t (*now_ns)(void *arg);
+	void *arg;
+};
+
+static inline int64_t conc_clock_now(const struct conc_clock *c)
+{
+	if (c == NULL || c->now_ns == NULL)
+		return conc_now_ns();
+	return c->now_ns(c->arg);
+}
+
 static inline struct timespec conc__timespec(struct conc_deadline d)
 {
 	struct timespec ts;

@@ -26,6 +26,13 @@ Test(api, status_and_platform, .timeout = 60)
 
 	int64_t t0 = conc_now_ns();
 	cr_assert_geq(conc_now_ns(), t0);
+	cr_assert_geq(conc_clock_now(NULL), t0);
+	struct conc_test_clock tc;
+	struct conc_clock clk = conc_test_clock_init(&tc, 42);
+	conc_test_clock_advance(&tc, 8);
+	cr_assert_eq(conc_clock_now(&clk), 50);
+	conc_test_clock_set(&tc, 7);
+	cr_assert_eq(conc_clock_now(&clk), 7);
 	cr_assert_eq(conc_deadline_at_ns(5).ns, 5);
 	cr_assert(conc_deadline_is_forever(conc_deadline_forever()));
 	cr_assert(conc_deadline_expired(conc_deadline_poll()));

@@ -90,6 +90,36 @@ static inline void conc_test_wait_chan_parked(struct conc_chan *c, bool send, si
 }
 
 /* Items are (producer << 40 | sequence). */
+/* A clock the test moves by hand (for struct conc_clock): reads and
+ * advances are atomic so stress threads may share it. */
+struct conc_test_clock {
+	_Atomic int64_t ns;
+};
+
+static inline int64_t conc_test_clock_read(void *arg)
+{
+	return atomic_load_explicit(&((struct conc_test_clock *)arg)->ns, memory_order_relaxed);
+}
+
+static inline struct conc_clock conc_test_clock_init(struct conc_test_clock *tc, int64_t start_ns)
+{
+	struct conc_clock c;
+	atomic_init(&tc->ns, start_ns);
+	c.now_ns = conc_test_clock_read;
+	c.arg = tc;
+	return c;
+}
+
+static inline void conc_test_clock_advance(struct conc_test_clock *tc, int64_t ns)
+{
+	atomic_fetch_add_explicit(&tc->ns, ns, memory_order_relaxed);
+}
+
+static inline void conc_test_clock_set(struct conc_test_clock *tc, int64_t ns)
+{
+	atomic_store_explicit(&tc->ns, ns, memory_order_relaxed);
+}
+
 #define CONC_TEST_ITEM(p, i) (((uint64_t)(p) << 40) | (uint64_t)(i))
 #define CONC_TEST_PRODUCER(v) ((size_t)((v) >> 40))
 #define CONC_TEST_SEQ(v) ((size_t)((v) & ((UINT64_C(1) << 40) - 1)))
