@@ -89,7 +89,6 @@ static inline void conc_test_wait_chan_parked(struct conc_chan *c, bool send, si
 		conc_yield();
 }
 
-/* Items are (producer << 40 | sequence). */
 /* A clock the test moves by hand (for struct conc_clock): reads and
  * advances are atomic so stress threads may share it. */
 struct conc_test_clock {
@@ -120,6 +119,7 @@ static inline void conc_test_clock_set(struct conc_test_clock *tc, int64_t ns)
 	atomic_store_explicit(&tc->ns, ns, memory_order_relaxed);
 }
 
+/* Items are (producer << 40 | sequence). */
 #define CONC_TEST_ITEM(p, i) (((uint64_t)(p) << 40) | (uint64_t)(i))
 #define CONC_TEST_PRODUCER(v) ((size_t)((v) >> 40))
 #define CONC_TEST_SEQ(v) ((size_t)((v) & ((UINT64_C(1) << 40) - 1)))
