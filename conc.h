@@ -20,5 +20,6 @@
 #include "conc/result.h"
 #include "conc/group.h"
 #include "conc/shutdown.h"
+#include "conc/breaker.h"
 
 #endif /* CONC_H */
