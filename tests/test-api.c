@@ -469,3 +469,62 @@ Test(api, shutdown, .timeout = 60)
 	cr_assert_lt(0, CONC_SHUTDOWN_MAX_SIGNALS);
 	cr_assert_eq(conc_shutdown_destroy(&sd), CONC_OK);
 }
+
+static int api_breaker_fn(struct conc_ctx *ctx, void *arg)
+{
+	(void)ctx;
+	return *(int *)arg;
+}
+
+Test(api, breaker, .timeout = 60)
+{
+	struct conc_test_clock tc;
+	struct conc_clock clk = conc_test_clock_init(&tc, 0);
+	struct conc_chan *ev = NULL;
+	cr_assert_eq(conc_chan_new(&ev, 8, sizeof(struct conc_breaker_event)), CONC_OK);
+	struct conc_breaker_config cfg = {
+		.consecutive_failures = 1,
+		.failure_rate_pct = 50,
+		.window_kind = CONC_BREAKER_WINDOW_COUNT,
+		.window_size = 4,
+		.min_calls = 2,
+		.open_ns = 10,
+		.probes = 1,
+		.probe_lease_ns = 10,
+		.clock = &clk,
+		.events = ev,
+	};
+	uint64_t buf[1];
+	cr_assert_eq(conc_breaker_buf_size(&cfg), 4);
+	struct conc_breaker sb;
+	cr_assert_eq(conc_breaker_init(&sb, &cfg, buf, sizeof buf), CONC_OK);
+	cr_assert_eq(conc_breaker_destroy(&sb), CONC_OK);
+	struct conc_breaker *b = NULL;
+	cr_assert_eq(conc_breaker_new(&b, &cfg), CONC_OK);
+	struct conc_breaker_ticket t;
+	cr_assert_eq(conc_breaker_allow(b, &t), CONC_OK);
+	cr_assert_eq(conc_breaker_done(b, &t, CONC_BREAKER_FAILURE), CONC_OK);
+	cr_assert_eq(conc_breaker_state(b), CONC_BREAKER_OPEN);
+	cr_assert_str_eq(conc_breaker_state_name(conc_breaker_state(b)), "open");
+	int ok = 0;
+	cr_assert_eq(conc_breaker_call(b, api_breaker_fn, &ok, NULL, &t), CONC_REJECTED);
+	cr_assert_eq(t.retry_after_ns, 10);
+	conc_test_clock_advance(&tc, 10);
+	cr_assert_eq(conc_breaker_call(b, api_breaker_fn, &ok, NULL, &t), 0);
+	cr_assert(t.probe);
+	cr_assert_eq(conc_breaker_state(b), CONC_BREAKER_CLOSED);
+	cr_assert_eq(conc_breaker_force_open(b), CONC_OK);
+	cr_assert_eq(conc_breaker_force_closed(b), CONC_OK);
+	cr_assert_eq(conc_breaker_reset(b), CONC_OK);
+	struct conc_breaker_metrics m;
+	cr_assert_eq(conc_breaker_metrics(b, &m), CONC_OK);
+	cr_assert_eq(m.transitions, 6);
+	cr_assert_eq(m.events_dropped, 0);
+	struct conc_breaker_event e;
+	cr_assert_eq(conc_chan_try_recv(ev, &e), CONC_OK);
+	cr_assert_eq(e.reason, CONC_BREAKER_REASON_CONSECUTIVE_FAILURES);
+	cr_assert_lt(0, CONC_BREAKER_MAX_PROBES);
+	cr_assert_eq(CONC_BREAKER_RETRY_NEVER, INT64_MAX);
+	cr_assert_eq(conc_breaker_free(b), CONC_OK);
+	cr_assert_eq(conc_chan_free(ev), CONC_OK);
+}
