@@ -724,8 +724,10 @@ static inline void conc__brk_recycle(struct conc_breaker *b, struct conc__breake
 }
 
 /* Record one closed-state outcome in the window; returns whether the rates
- * should be judged now (the outcome was bad, or the window just reached
- * min_calls).  All relaxed: counters publishing nothing (see the top). */
+ * should be judged now: the outcome was bad, the window just reached
+ * min_calls, or (TIME) always, since old calls sliding out can raise a rate
+ * at any report.  A COUNT window's rates only fall on a good report once it
+ * holds min_calls.  All relaxed: counters publishing nothing (see the top). */
 static inline bool conc__brk_record(struct conc_breaker *b, int64_t now, bool failed, bool slow)
 {
 	int64_t dc, df, ds;
@@ -768,7 +770,7 @@ static inline bool conc__brk_record(struct conc_breaker *b, int64_t now, bool fa
 		df = failed;
 		ds = slow;
 	}
-	bool judge = failed || slow;
+	bool judge = failed || slow || b->window_kind == CONC_BREAKER_WINDOW_TIME;
 	if (dc) {
 		int64_t c = atomic_fetch_add_explicit(&b->calls, dc, memory_order_relaxed) + dc;
 		judge = judge || c == (int64_t)b->min_calls;

@@ -251,6 +251,19 @@ Test(breaker, time_window_buckets_roll_off_exactly)
 	cr_assert_eq(m.window_calls, 1);
 	cr_assert_eq(m.window_failures, 1);
 	cr_assert_eq(conc_breaker_free(b), CONC_OK);
+
+	/* Old successes sliding out raise the rate: a success can trip it. */
+	c.failure_rate_pct = 50;
+	conc_test_clock_set(&tc, t0);
+	b = mk(&c);
+	for (int i = 0; i < 3; i++)
+		at(b, CONC_BREAKER_SUCCESS, t0, 0);
+	at(b, CONC_BREAKER_FAILURE, t0, 900);
+	at(b, CONC_BREAKER_FAILURE, t0, 910); /* 2 of 5 */
+	cr_assert_eq(conc_breaker_state(b), CONC_BREAKER_CLOSED);
+	at(b, CONC_BREAKER_SUCCESS, t0, 1000); /* bucket 0 out: 2 of 3 */
+	cr_assert_eq(conc_breaker_state(b), CONC_BREAKER_OPEN);
+	cr_assert_eq(conc_breaker_free(b), CONC_OK);
 }
 
 /* Trip a consecutive(1) breaker now; returns the time of the trip. */
