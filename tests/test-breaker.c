@@ -592,6 +592,48 @@ Test(breaker, call_wrapper_maps_outcomes)
 	cr_assert_eq(conc_breaker_free(b), CONC_OK);
 }
 
+/* The protected call waits on its context until another thread cancels it. */
+static int wait_fn(struct conc_ctx *ctx, void *arg)
+{
+	(void)arg;
+	return conc_ctx_wait_until(ctx, conc_deadline_forever());
+}
+
+struct caller {
+	struct conc_breaker *b;
+	struct conc_ctx *ctx;
+	int result;
+};
+
+static void *caller_main(void *arg)
+{
+	struct caller *c = arg;
+	c->result = conc_breaker_call(c->b, wait_fn, NULL, c->ctx, NULL);
+	return NULL;
+}
+
+Test(breaker, call_canceled_from_another_thread_is_ignored)
+{
+	struct conc_breaker_config c = base_cfg(1);
+	struct conc_breaker *b = mk(&c);
+	struct conc_ctx ctx;
+	cr_assert_eq(conc_ctx_init_root(&ctx), CONC_OK);
+	struct caller k = {b, &ctx, -1};
+	pthread_t th;
+	start(&th, caller_main, &k);
+	conc_test_wait_parked(&ctx.waiters, 1); /* inside the call, no lock held */
+	cr_assert_eq(conc_breaker_state(b), CONC_BREAKER_CLOSED);
+	one(b, CONC_BREAKER_SUCCESS, 0); /* others are admitted meanwhile */
+	cr_assert_eq(conc_ctx_cancel(&ctx, CONC_CANCELED), CONC_OK);
+	join(th);
+	cr_assert_eq(k.result, CONC_CANCELED);
+	struct conc_breaker_metrics m = metrics(b);
+	cr_assert_eq(m.state, CONC_BREAKER_CLOSED, "a canceled call is not a failure (threshold 1)");
+	cr_assert_eq(m.ignored, 1);
+	cr_assert_eq(conc_ctx_destroy(&ctx), CONC_OK);
+	cr_assert_eq(conc_breaker_free(b), CONC_OK);
+}
+
 Test(breaker, bad_input)
 {
 	struct conc_breaker *b = NULL;
