@@ -21,5 +21,6 @@
 #include "conc/group.h"
 #include "conc/shutdown.h"
 #include "conc/breaker.h"
+#include "conc/rate.h"
 
 #endif /* CONC_H */
