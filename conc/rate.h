@@ -309,6 +309,10 @@ static inline enum conc_status conc__rate_take(struct conc_rate *l, uint64_t n, 
 		r->wait = INT64_MAX;
 		return CONC_INVALID;
 	}
+	if (n == 0) { /* always there; Z stays.  Relaxed: a snapshot. */
+		r->z = atomic_load_explicit(&l->z, memory_order_relaxed);
+		return CONC_OK;
+	}
 	uint64_t full;
 	/* n <= burst < 2^32 and T < 2^63: n*T < 2^95 need not fit; if it
 	 * does not, no Z can hold the take. */
@@ -503,7 +507,7 @@ CONC_NODISCARD static inline enum conc_status conc_rate_reserve(struct conc_rate
 	int64_t now = conc_clock_now(&l->clk);
 	struct conc__rate_take t;
 	enum conc_status s = conc__rate_take(l, n, now, INT64_MAX, &t);
-	r->conc__l = NULL;
+	memset(r, 0, sizeof *r); /* a failed reservation is spent: cancel says CONC_INVALID */
 	if (s == CONC_OK)
 		conc__rate_reservation_fill(r, l, n, now, &t);
 	return s;

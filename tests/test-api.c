@@ -527,4 +527,35 @@ Test(api, breaker, .timeout = 60)
 	cr_assert_eq(CONC_BREAKER_RETRY_NEVER, INT64_MAX);
 	cr_assert_eq(conc_breaker_free(b), CONC_OK);
 	cr_assert_eq(conc_chan_free(ev), CONC_OK);
+Test(api, rate, .timeout = 60)
+{
+	struct conc_rate l;
+	struct conc_rate_info info;
+	struct conc_rate_reservation r;
+	cr_assert_eq(conc_rate_init(&l, 1000, 1000000000, 2, NULL), CONC_OK);
+	cr_assert_eq(conc_rate_allow(&l), CONC_OK);
+	cr_assert_eq(conc_rate_allow_n(&l, 1, &info), CONC_OK);
+	cr_assert_eq(info.limit, 2);
+	cr_assert_leq(conc_rate_tokens(&l), 2);
+	cr_assert_eq(conc_rate_reserve(&l, 1, &r), CONC_OK);
+	enum conc_status st = conc_rate_cancel(&l, &r);
+	cr_assert(st == CONC_OK || st == CONC_BUSY, "%s", conc_strerror(st));
+	cr_assert_eq(conc_rate_wait_n_until(&l, 1, conc_deadline_forever(), NULL), CONC_OK);
+	cr_assert_eq(conc_rate_wait(&l), CONC_OK);
+	cr_assert_eq(conc_rate_set(&l, 2000, 1000000000, 3), CONC_OK);
+	cr_assert_eq(conc_rate_destroy(&l), CONC_OK);
+
+	struct conc_ticker t;
+	uint64_t missed;
+	cr_assert_eq(conc_ticker_init(&t, 1000000, NULL), CONC_OK);
+	cr_assert_lt(0, conc_ticker_next(&t));
+	struct conc_select_case k = conc_ticker_case(&t);
+	cr_assert_eq(conc_select(&k, 1, 0, NULL), CONC_OK);
+	st = conc_ticker_take(&t, &missed);
+	cr_assert(st == CONC_OK, "%s", conc_strerror(st));
+	cr_assert_eq(conc_ticker_wait_until(&t, &missed, conc_deadline_forever(), NULL), CONC_OK);
+	cr_assert_eq(conc_ticker_wait(&t, &missed), CONC_OK);
+	cr_assert_eq(conc_ticker_reset(&t, 2000000), CONC_OK);
+	cr_assert_eq(conc_ticker_stop(&t), CONC_OK);
+	cr_assert_eq(conc_ticker_destroy(&t), CONC_OK);
 }
