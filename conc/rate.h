@@ -236,12 +236,13 @@ static inline uint64_t conc__rate_cfg_read(struct conc_rate *l, int64_t *t, uint
 		 * it was stored; pairs with Q2 in conc__rate_cfg_write(). */
 		uint64_t s = atomic_load_explicit(&l->seq, memory_order_acquire);
 		const struct conc__rate_cfg *c = &l->cfg[s & 1u];
-		/* Relaxed: validated by the re-read of seq below. */
-		*t = atomic_load_explicit(&c->t, memory_order_relaxed);
-		*burst = atomic_load_explicit(&c->burst, memory_order_relaxed);
-		/* Q3 acquire fence: if the loads above saw a writer's new
-		 * values, the re-read below sees that writer's seq bump (Q4). */
-		atomic_thread_fence(memory_order_acquire);
+		/* Q3 acquire: if these loads see a later writer's values, they
+		 * synchronise with its Q4, so the re-read of seq below sees
+		 * that writer's bump and the torn copy is dropped.  (Acquire
+		 * loads instead of a fence: ThreadSanitizer models these.) */
+		*t = atomic_load_explicit(&c->t, memory_order_acquire);
+		*burst = atomic_load_explicit(&c->burst, memory_order_acquire);
+		/* Relaxed: Q3 orders it. */
 		if (atomic_load_explicit(&l->seq, memory_order_relaxed) == s)
 			return s;
 	}
@@ -249,9 +250,9 @@ static inline uint64_t conc__rate_cfg_read(struct conc_rate *l, int64_t *t, uint
 
 static inline void conc__rate_cfg_store(struct conc__rate_cfg *c, int64_t t, uint32_t burst)
 {
-	/* Relaxed: published by the seq stores around it (Q2, Q4). */
-	atomic_store_explicit(&c->t, t, memory_order_relaxed);
-	atomic_store_explicit(&c->burst, burst, memory_order_relaxed);
+	/* Q4 release: the seq bump before it comes first; pairs with Q3. */
+	atomic_store_explicit(&c->t, t, memory_order_release);
+	atomic_store_explicit(&c->burst, burst, memory_order_release);
 }
 
 /* Publish a configuration (caller holds l->lock): move readers to the copy
@@ -262,10 +263,8 @@ static inline void conc__rate_cfg_write(struct conc_rate *l, int64_t t, uint32_t
 	uint64_t s = atomic_load_explicit(&l->seq, memory_order_relaxed);
 	for (int i = 1; i <= 2; i++) {
 		/* Q2 release: the copy readers now select is complete; pairs
-		 * with Q1.  Q4 release fence: the copy written next is ordered
-		 * after this bump; pairs with Q3. */
+		 * with Q1.  The other copy's stores (Q4) come after it. */
 		atomic_store_explicit(&l->seq, s + (uint64_t)i, memory_order_release);
-		atomic_thread_fence(memory_order_release);
 		conc__rate_cfg_store(&l->cfg[(s + (uint64_t)i + 1) & 1u], t, burst);
 	}
 }
@@ -633,10 +632,11 @@ static inline uint64_t conc__tick_read(struct conc_ticker *t, int64_t *start, in
 	 * pairs with K2 through the waitq handshake. */
 	uint64_t s = atomic_load_explicit(&t->state, memory_order_seq_cst);
 	const struct conc__tick_cfg *c = &t->cfg[(s >> CONC__TICK_INDEX_BITS) & 1u];
-	/* Relaxed: ordered by K1; a slot rewritten by two later resets
-	 * makes the caller's CAS on state fail, so torn values are dropped. */
-	*start = atomic_load_explicit(&c->start, memory_order_relaxed);
-	*period = atomic_load_explicit(&c->period, memory_order_relaxed);
+	/* K3 acquire: a value stored by a later reset (K4) makes that
+	 * reset's predecessor's K2 happen before the caller's CAS on state,
+	 * which then fails: torn pairs are dropped. */
+	*start = atomic_load_explicit(&c->start, memory_order_acquire);
+	*period = atomic_load_explicit(&c->period, memory_order_acquire);
 	return s;
 }
 
@@ -655,9 +655,9 @@ static inline void conc__tick_publish(struct conc_ticker *t, int64_t start, int6
 	uint64_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
 	uint64_t gen = ((s >> CONC__TICK_INDEX_BITS) + 1u) & 0xffffu;
 	struct conc__tick_cfg *c = &t->cfg[gen & 1u];
-	/* Relaxed: published by K2. */
-	atomic_store_explicit(&c->start, start, memory_order_relaxed);
-	atomic_store_explicit(&c->period, period, memory_order_relaxed);
+	/* K4 release: pairs with K3; the slot is published by K2. */
+	atomic_store_explicit(&c->start, start, memory_order_release);
+	atomic_store_explicit(&c->period, period, memory_order_release);
 	/* K2 seq_cst: release publishes the slot (pairs with K1); seq_cst for
 	 * the waitq handshake before W2 in wake_all.  An exchange, not a CAS:
 	 * a take that races it loses its CAS. */
@@ -747,9 +747,9 @@ static inline void conc__tick_rebase(struct conc_ticker *t)
 			break;
 		uint64_t gen = ((s >> CONC__TICK_INDEX_BITS) + 1u) & 0xffffu;
 		struct conc__tick_cfg *c = &t->cfg[gen & 1u];
-		/* Relaxed: published by K2' below. */
-		atomic_store_explicit(&c->start, at, memory_order_relaxed);
-		atomic_store_explicit(&c->period, period, memory_order_relaxed);
+		/* K4 release, as in conc__tick_publish(). */
+		atomic_store_explicit(&c->start, at, memory_order_release);
+		atomic_store_explicit(&c->period, period, memory_order_release);
 		/* K2' seq_cst, as K2 in conc__tick_publish(). */
 		if (atomic_compare_exchange_strong_explicit(&t->state, &s, gen << CONC__TICK_INDEX_BITS,
 							    memory_order_seq_cst, memory_order_relaxed)) {

@@ -93,7 +93,7 @@ static void *hammer_main(void *arg)
 				return NULL;
 			}
 			if (rng_below(&w->rng, 2)) {
-				if (rng_below(&w->rng, 4) == 0)
+				if (rng_below(&w->rng, 16) == 0)
 					spin_random(&w->rng); /* let others reserve behind it */
 				s = conc_rate_cancel(&h->l, &r);
 				if (s == CONC_OK) {
