@@ -66,7 +66,9 @@
  * configuration, then rescales Z.  An admission that overlaps a set_rate may
  * be priced under the configuration it read against a Z of the other scale;
  * that is the only imprecision, it touches only calls that overlap the
- * set_rate, and it is bounded by one burst per set_rate.
+ * set_rate, and it is bounded by a burst or two of the configurations
+ * involved per set_rate (lock-free admission and a rescale of the one word
+ * cannot be one atomic step without a second word in the CAS).
  *
  * Progress: allow, allow_n, reserve, cancel and tokens are lock-free (a CAS
  * fails only because another call succeeded; a latch read retries only
