@@ -527,6 +527,8 @@ Test(api, breaker, .timeout = 60)
 	cr_assert_eq(CONC_BREAKER_RETRY_NEVER, INT64_MAX);
 	cr_assert_eq(conc_breaker_free(b), CONC_OK);
 	cr_assert_eq(conc_chan_free(ev), CONC_OK);
+}
+
 Test(api, rate, .timeout = 60)
 {
 	struct conc_rate l;
