@@ -479,7 +479,7 @@ static void write_markdown(const char *dir, const struct bench_results *r)
  * with a header line that names the columns. */
 static void write_plot_data(const char *dir, const struct bench_results *r)
 {
-	static const char *const titles[BENCH_PANEL_COUNT] = {"throughput", "select", "latency", "CPU", "patterns"};
+	static const char *const titles[BENCH_PANEL_COUNT] = {"throughput", "select", "latency", "CPU", "patterns", "resilience"};
 	char path[4096];
 	FILE *f = open_out(dir, "bench-plot.dat", path, sizeof path);
 	for (int p = BENCH_PANEL_THROUGHPUT; p < BENCH_PANEL_COUNT; p++) {

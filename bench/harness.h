@@ -175,6 +175,7 @@ enum bench_panel {
 	BENCH_PANEL_LATENCY,
 	BENCH_PANEL_CPU,
 	BENCH_PANEL_PATTERNS,
+	BENCH_PANEL_RESILIENCE,
 	BENCH_PANEL_COUNT
 };
 
@@ -231,6 +232,18 @@ void bench_run_sem_contended(const struct bench_workload *w, const struct bench_
 			     const struct bench_config *cfg, uint64_t items, double *out);
 void bench_run_pipeline(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
 			uint64_t items, double *out);
+/* The resilience workloads (resilience.c): limiter allow and breaker
+ * admission from w->producers threads, publish to w->consumers subscribers. */
+void bench_run_limiter(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+		       uint64_t items, double *out);
+void bench_run_breaker(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+		       uint64_t items, double *out);
+void bench_run_publish(const struct bench_workload *w, const struct bench_ops *ops, const struct bench_config *cfg,
+		       uint64_t items, double *out);
+/* The limiter's accuracy over about a second (shorter with --quick), as a
+ * line into buf; returns its length. */
+size_t bench_resilience_notes(const struct bench_config *cfg, char *buf, size_t size);
+
 /* A note comparing conc's uncontended semaphore (median ns) with sem_t and
  * a bare atomic pair timed in the same runs, into buf; returns its length
  * (0 if the semaphore workload did not run). */

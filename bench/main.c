@@ -186,9 +186,14 @@ int main(int argc, char **argv)
 		memcpy(tmp, raw[i], (size_t)cfg.reps * sizeof *tmp);
 		median[i] = bench_median(tmp, (size_t)cfg.reps);
 	}
-	char notes[1024];
+	char notes[2048];
 	struct bench_results res = {nr, NCONT, bench_rows, names, median, (const double *const *)raw, cfg.reps, notes};
 	bench_notes(&res, notes, sizeof notes);
+	/* The limiter's accuracy, unless --only picked workloads other than the limiter's. */
+	if (!cfg.only || strstr("limiter accuracy", cfg.only)) {
+		size_t len = strlen(notes);
+		bench_resilience_notes(&cfg, notes + len, sizeof notes - len);
+	}
 	putchar('\n');
 	bench_print_table(stdout, &res);
 	putchar('\n');

@@ -3,11 +3,12 @@
 # bench-plot.dat in the current directory (conc-bench runs gnuplot inside its
 # output directory and passes, with -e, ncont, the number of contenders, and
 # cols, see below).
-# Five panels of grouped bars, one bar per contender, each labelled with its
+# Six panels of grouped bars, one bar per contender, each labelled with its
 # value, on log scales since the contenders differ by orders of magnitude:
 # channel throughput and select throughput (higher is better), then round
 # trips and latency, and idle CPU time (lower is better), then the pattern
-# layers: pool, contended semaphore, pipeline (higher is better).  A contender
+# layers: pool, contended semaphore, pipeline, and the resilience layers:
+# limiter, breaker, publish (higher is better).  A contender
 # without a row's feature (ck_ring: select, rendezvous) has no bar there.
 #
 # By hand:  cd bench/out && gnuplot -e 'ncont=3' ../plot.gp
@@ -20,8 +21,8 @@ if (!exists("ncont")) ncont = 3
 # no bars there.  By hand it is found with stats, which warns about each
 # column it skips.
 if (!exists("cols")) {
-    array cols[5]
-    do for [p=1:5] {
+    array cols[6]
+    do for [p=1:6] {
         cols[p] = ''
         do for [i=2:ncont+1] {
             undefine S_*
@@ -56,13 +57,14 @@ label(v) = v != v ? '' : v >= 10000 ? gprintf('%.1s%c', v) : v >= 100 ? sprintf(
            v >= 10 ? sprintf('%.1f', v) : v >= 1 ? sprintf('%.2f', v) : sprintf('%.3g', v)
 
 # The panels, in the order of conc-bench's data blocks.
-array ptitle[5] = ['channel throughput (higher is better)', \
+array ptitle[6] = ['channel throughput (higher is better)', \
                    'select over K channels, K producers, 1 consumer (higher is better)', \
                    'round trips, latency, semaphore (lower is better)', \
                    'idle blocked receiver (lower is better)', \
-                   'worker pool, semaphore, pipeline (higher is better)']
-array pylabel[5] = ['Mops/s', 'Mops/s', 'ns', 'µs of CPU per second', 'M per second']
-array pformat[5] = ['%g', '%g', '%.0s%c', '%.0s%c', '%g']
+                   'worker pool, semaphore, pipeline (higher is better)', \
+                   'rate limiter, circuit breaker, pub/sub (higher is better)']
+array pylabel[6] = ['Mops/s', 'Mops/s', 'ns', 'µs of CPU per second', 'M per second', 'M per second']
+array pformat[6] = ['%g', '%g', '%.0s%c', '%.0s%c', '%g', '%g']
 
 # pngcairo draws better than png; use it where this gnuplot has it.
 pngterm = strstrt(GPVAL_TERMINALS, 'pngcairo') > 0 ? 'pngcairo' : 'png'
@@ -76,7 +78,7 @@ do for [fmt in 'png svg'] {
         set output 'bench.svg'
     }
     set multiplot layout 2,3 title 'conc benchmark: medians, see bench.md for the table'
-    do for [p=1:5] {
+    do for [p=1:6] {
         set title ptitle[p]
         set ylabel pylabel[p]
         set format y pformat[p]

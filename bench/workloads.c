@@ -33,6 +33,8 @@
  *
  *  - pool, semaphore, pipeline: the pattern layers against their mutex
  *    baselines; see patterns.c.
+ *  - limiter, breaker, publish: the resilience and messaging layers against
+ *    their mutex baselines; see resilience.c.
  *
  * Threads are pinned (bench_spawn): the producers to slots 0 .. P-1, then the
  * consumers to slots P .. P+C-1, round-robin over the CPUs, so with 1P/1C on
@@ -69,6 +71,13 @@ enum {
 	ROW_SEM,
 	ROW_SEM_CONTENDED,
 	ROW_PIPELINE,
+	ROW_RATE_1,
+	ROW_RATE_8,
+	ROW_BREAKER_1,
+	ROW_BREAKER_8,
+	ROW_PUB_1,
+	ROW_PUB_8,
+	ROW_PUB_64,
 };
 
 const struct bench_row bench_rows[] = {
@@ -89,6 +98,13 @@ const struct bench_row bench_rows[] = {
 	[ROW_SEM] = {"semaphore uncontended", "sem", "ns", true, BENCH_PANEL_LATENCY},
 	[ROW_SEM_CONTENDED] = {"semaphore 8 threads 2 units", "sem 8T/2", "Mops/s", false, BENCH_PANEL_PATTERNS},
 	[ROW_PIPELINE] = {"pipeline 3 stages", "pipeline 3", "Mitems/s", false, BENCH_PANEL_PATTERNS},
+	[ROW_RATE_1] = {"limiter allow 1 thread", "limiter 1T", "Mcalls/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_RATE_8] = {"limiter allow 8 threads", "limiter 8T", "Mcalls/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_BREAKER_1] = {"breaker admission 1 thread", "breaker 1T", "Mcalls/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_BREAKER_8] = {"breaker admission 8 threads", "breaker 8T", "Mcalls/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_PUB_1] = {"publish to 1 subscriber", "pub 1 sub", "Mmsgs/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_PUB_8] = {"publish to 8 subscribers", "pub 8 subs", "Mmsgs/s", false, BENCH_PANEL_RESILIENCE},
+	[ROW_PUB_64] = {"publish to 64 subscribers", "pub 64 subs", "Mmsgs/s", false, BENCH_PANEL_RESILIENCE},
 };
 const size_t bench_nrows = sizeof bench_rows / sizeof bench_rows[0];
 
@@ -558,6 +574,13 @@ const struct bench_workload bench_workloads[] = {
 	{"semaphore", ROW_SEM, 1, false, 1, 0, 1, bench_run_sem},
 	{"semaphore contended", ROW_SEM_CONTENDED, 1, false, 8, 0, 1, bench_run_sem_contended},
 	{"pipeline", ROW_PIPELINE, 1, true, 1, 1, 1, bench_run_pipeline},
+	{"limiter 1", ROW_RATE_1, 1, false, 1, 0, 1, bench_run_limiter},
+	{"limiter 8", ROW_RATE_8, 1, false, 8, 0, 1, bench_run_limiter},
+	{"breaker 1", ROW_BREAKER_1, 1, false, 1, 0, 1, bench_run_breaker},
+	{"breaker 8", ROW_BREAKER_8, 1, false, 8, 0, 1, bench_run_breaker},
+	{"publish 1", ROW_PUB_1, 1, true, 1, 1, 1, bench_run_publish},
+	{"publish 8", ROW_PUB_8, 1, true, 1, 8, 1, bench_run_publish},
+	{"publish 64", ROW_PUB_64, 1, true, 1, 64, 1, bench_run_publish},
 };
 const size_t bench_nworkloads = sizeof bench_workloads / sizeof bench_workloads[0];
 
