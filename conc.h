@@ -22,5 +22,12 @@
 #include "conc/shutdown.h"
 #include "conc/breaker.h"
 #include "conc/rate.h"
+/* Pub/sub needs liburcu: included where its headers are, unless
+ * CONC_NO_PUBSUB is defined. */
+#if !defined(CONC_NO_PUBSUB) && defined(__has_include)
+#if __has_include(<urcu/urcu-bp.h>)
+#include "conc/pubsub.h"
+#endif
+#endif
 
 #endif /* CONC_H */
