@@ -561,3 +561,51 @@ Test(api, rate, .timeout = 60)
 	cr_assert_eq(conc_ticker_stop(&t), CONC_OK);
 	cr_assert_eq(conc_ticker_destroy(&t), CONC_OK);
 }
+
+#ifdef CONC_PUBSUB_H /* conc.h includes pub/sub where liburcu is */
+static void api_msg_release(void *arg)
+{
+	++*(int *)arg;
+}
+
+Test(api, pubsub, .timeout = 60)
+{
+	struct conc_pubsub *ps = NULL;
+	struct conc_sub *a = NULL, *b = NULL;
+	struct conc_msg *m = NULL, *r = NULL, *ref = NULL;
+	int freed = 0;
+	size_t n = 0;
+	cr_assert(conc_pubsub_subject_valid("a.b"));
+	cr_assert(conc_pubsub_pattern_valid("a.>"));
+	cr_assert(conc_pubsub_match("a.*", "a.b"));
+	cr_assert_eq(conc_pubsub_new(&ps), CONC_OK);
+	cr_assert_eq(conc_pubsub_subscribe(ps, "a.*", 2, CONC_SUB_BLOCK, &a), CONC_OK);
+	cr_assert_eq(conc_pubsub_subscribe(ps, "a.b", 1, CONC_SUB_KEEP_LATEST, &b), CONC_OK);
+	cr_assert_str_eq(conc_sub_pattern(a), "a.*");
+	cr_assert_not_null(conc_sub_chan(a));
+	cr_assert_eq(conc_msg_new(&m, "a.b", "hi", 2), CONC_OK);
+	cr_assert_str_eq(conc_msg_subject(m), "a.b");
+	cr_assert_eq(conc_msg_len(m), 2);
+	cr_assert_eq(memcmp(conc_msg_data(m), "hi", 2), 0);
+	cr_assert_eq(conc_pubsub_publish(ps, m, &n), CONC_OK);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(conc_pubsub_try_publish(ps, m, &n), CONC_OK);
+	cr_assert_eq(conc_pubsub_publish_until(ps, m, conc_deadline_poll(), NULL, &n), CONC_TIMEDOUT);
+	cr_assert_eq(conc_sub_lost(a), 1);
+	cr_assert_eq(conc_msg_retain(m), m);
+	conc_msg_release(m);
+	conc_msg_release(m);
+	cr_assert_eq(conc_sub_recv(a, &r), CONC_OK);
+	conc_msg_release(r);
+	cr_assert_eq(conc_sub_recv_until(a, &r, conc_deadline_poll(), NULL), CONC_OK);
+	conc_msg_release(r);
+	cr_assert_eq(conc_sub_try_recv(a, &r), CONC_EMPTY);
+	cr_assert_eq(conc_msg_new_ref(&ref, "a.c", &freed, sizeof freed, api_msg_release, &freed), CONC_OK);
+	cr_assert_eq(conc_pubsub_publish(ps, ref, NULL), CONC_OK);
+	conc_msg_release(ref);
+	cr_assert_eq(conc_sub_close(a), CONC_OK);
+	cr_assert_eq(conc_pubsub_unsubscribe(a), CONC_OK);
+	cr_assert_eq(freed, 1);
+	cr_assert_eq(conc_pubsub_free(ps), CONC_OK); /* unsubscribes b */
+}
+#endif
