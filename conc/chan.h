@@ -170,13 +170,14 @@ static inline uint64_t conc__chan_pos(const struct conc_chan *c, uint64_t lin)
 	return ((lin / c->cap) << c->lap_shift) | (lin % c->cap);
 }
 
-/* memcpy, with the common small sizes inlined. */
+/* memcpy, with the common small sizes inlined.  (No 16-byte case: gcc -O3
+ * then warns -Warray-bounds wherever a channel of 8-byte elements is used
+ * through a path it cannot prove never copies 16.) */
 static inline void conc__copy(void *dst, const void *src, size_t n)
 {
 	switch (n) {
 	case 4: memcpy(dst, src, 4); break;
 	case 8: memcpy(dst, src, 8); break;
-	case 16: memcpy(dst, src, 16); break;
 	default: memcpy(dst, src, n); break;
 	}
 }
