@@ -63,8 +63,8 @@
  * to it while subscribed.  Messages of one publisher reach one subscriber in
  * publish order (less the lost ones).
  *
- * Progress: publish is lock-free towards subscribe and unsubscribe, and
- * wait-free in the hash lookup; it blocks only for a full BLOCK subscriber
+ * Progress: publish takes no lock (the hash lookup and the list walks
+ * are lock-free RCU reads); it blocks only for a full BLOCK subscriber
  * (until room, its deadline or context, or that subscriber's close).  A
  * DROP_OLDEST/KEEP_LATEST offer is lock-free (evict, retry).  A publisher
  * blocked on a full BLOCK subscriber stays inside its RCU read-side section,
@@ -348,7 +348,7 @@ CONC_NODISCARD static inline enum conc_status conc_msg_new(struct conc_msg **out
 	if (!out || conc__pubsub_scan(subject, false, &slen) != 1 || (!data && len))
 		return CONC_INVALID;
 	size_t head = sizeof(struct conc_msg);
-	if (slen > SIZE_MAX - head - 1 || len > SIZE_MAX - head - slen - 1 - 2 * CONC__PUBSUB_ALIGN)
+	if (slen > SIZE_MAX / 4 || len > SIZE_MAX / 4) /* so the sum below cannot wrap */
 		return CONC_OVERFLOW;
 	unsigned char *mem = (unsigned char *)conc__pubsub_alloc(head + slen + 1 + len);
 	if (!mem)
@@ -385,7 +385,7 @@ CONC_NODISCARD static inline enum conc_status conc_msg_new_ref(struct conc_msg *
 	if (!out || conc__pubsub_scan(subject, false, &slen) != 1 || (!data && len))
 		return CONC_INVALID;
 	size_t head = sizeof(struct conc_msg);
-	if (slen > SIZE_MAX - head - 1 - 2 * CONC__PUBSUB_ALIGN)
+	if (slen > SIZE_MAX / 4)
 		return CONC_OVERFLOW;
 	unsigned char *mem = (unsigned char *)conc__pubsub_alloc(head + slen + 1);
 	if (!mem)
@@ -621,7 +621,7 @@ CONC_NODISCARD static inline enum conc_status conc_pubsub_subscribe(struct conc_
 	}
 	if (capacity == 0 || capacity > CONC_CHAN_MAX_CAP)
 		return CONC_INVALID;
-	if (plen > SIZE_MAX - sizeof(struct conc_sub) - sizeof(struct conc__topic) - 2 - 2 * CONC__PUBSUB_ALIGN)
+	if (plen > SIZE_MAX / 4)
 		return CONC_OVERFLOW;
 	unsigned char *mem = (unsigned char *)conc__pubsub_alloc(sizeof(struct conc_sub) + plen + 1);
 	if (!mem)

@@ -688,6 +688,7 @@ Test(pubsub, bad_input, .timeout = 60)
 	cr_assert_eq(conc_msg_new(NULL, "a", "x", 1), CONC_INVALID);
 	cr_assert_eq(conc_msg_new(&m, "a", NULL, 1), CONC_INVALID);
 	cr_assert_eq(conc_msg_new_ref(&m, "a", NULL, 1, NULL, NULL), CONC_INVALID);
+	cr_assert_eq(conc_msg_new(&m, "a", "x", SIZE_MAX), CONC_OVERFLOW);
 	cr_assert_null(m);
 	cr_assert_eq(conc_msg_new(&m, "a", NULL, 0), CONC_OK); /* an empty payload */
 	cr_assert_null(conc_msg_data(m));
