@@ -742,8 +742,14 @@ static inline bool conc__brk_record(struct conc_breaker *b, int64_t now, bool fa
 		int64_t e = conc__brk_epoch(b, now);
 		int64_t seen = atomic_load_explicit(&b->swept, memory_order_relaxed);
 		int64_t n = (int64_t)b->window_size;
-		if (e > seen &&
-		    atomic_compare_exchange_strong_explicit(&b->swept, &seen, e, memory_order_relaxed, memory_order_relaxed)) {
+		/* Retried while this epoch is newer than the one swept: a report
+		 * of an older epoch that won the CAS must not leave this one
+		 * judging totals that still hold buckets out of its window. */
+		bool sweep = false;
+		while (e > seen && !sweep)
+			sweep = atomic_compare_exchange_weak_explicit(&b->swept, &seen, e, memory_order_relaxed,
+								      memory_order_relaxed);
+		if (sweep) {
 			/* Empty every bucket that slid out of the window
 			 * (epoch <= e - n), giving it its epoch in the window. */
 			for (int64_t i = 0; i < n; i++) {

@@ -88,7 +88,13 @@
  * channel of capacity 1, and the next tick is the first one after now.
  * Several receivers may share a ticker: each tick is taken by exactly one of
  * them (the CAS on the index), a loser sees CONC_WOULDBLOCK and waits for the
- * next.  Reset and stop wake blocked receivers.
+ * next.  Reset and stop wake receivers blocked in conc_ticker_wait_until.  A
+ * select case is a timer fixed when it is built: a select already waiting
+ * does not see a reset or stop made meanwhile, and wakes at the tick it was
+ * built for (then take says what happened: the new tick's index, or
+ * CONC_CLOSED).  A loop that rebuilds the case each time follows a reset
+ * from its next round; to follow one at once, select on a channel the
+ * resetting thread sends to as well.
  *
  * The ticker's word is a reset generation (16 bits) and the next tick's index
  * (48 bits); (start, period) live in two slots picked by the generation's
@@ -579,12 +585,15 @@ CONC_NODISCARD static inline enum conc_status conc_rate_wait_n_until(struct conc
 	if (ctx && (s = conc_ctx_err(ctx)) != CONC_OK)
 		return s;
 	struct conc_deadline limit = conc_deadline_min(d, conc_ctx_deadline(ctx));
-	int64_t max_wait = INT64_MAX;
-	if (!conc_deadline_is_forever(limit)) {
-		int64_t real = conc_now_ns(); /* the deadline's clock */
-		max_wait = limit.ns <= real ? 0 : limit.ns - real;
-	}
+	/* The limiter's clock first, then the real one: the sleep below ends
+	 * at real + wait, which is then no later than the limit by
+	 * construction, however long the limiter's clock took to read or this
+	 * thread was descheduled before the take. */
 	int64_t now = conc_clock_now(&l->clk);
+	int64_t real = conc_now_ns(); /* the deadline's clock */
+	int64_t max_wait = INT64_MAX;
+	if (!conc_deadline_is_forever(limit))
+		max_wait = limit.ns <= real ? 0 : limit.ns - real;
 	struct conc__rate_take t;
 	s = conc__rate_take(l, n, now, max_wait, &t);
 	if (s == CONC_WOULDBLOCK)
@@ -593,13 +602,16 @@ CONC_NODISCARD static inline enum conc_status conc_rate_wait_n_until(struct conc
 		return s;
 	struct conc_rate_reservation r;
 	conc__rate_reservation_fill(&r, l, n, now, &t);
-	s = conc__rate_sleep(conc_deadline_in_ns(t.wait), ctx);
+	struct conc_deadline until =
+		t.wait > INT64_MAX - real ? conc_deadline_forever() : conc_deadline_at_ns(real + t.wait);
+	s = conc__rate_sleep(until, ctx);
 	if (s != CONC_OK)
 		(void)conc_rate_cancel(l, &r);
 	return s;
 }
 
-/* Take one token, waiting as long as it takes.  CONC_OK or CONC_INVALID. */
+/* Take one token, waiting as long as it takes.  CONC_OK, CONC_INVALID, or
+ * CONC_OVERFLOW (the token's time does not fit in int64_t: a huge period). */
 CONC_NODISCARD static inline enum conc_status conc_rate_wait(struct conc_rate *l)
 {
 	return conc_rate_wait_n_until(l, 1, conc_deadline_forever(), NULL);
@@ -793,7 +805,9 @@ static inline struct conc_deadline conc__tick_deadline(struct conc_ticker *t, in
  * stopped ticker's case never fires.  After conc_select reports it, call
  * conc_ticker_take: CONC_WOULDBLOCK there means another receiver took the
  * tick, or a reset moved it: build a new case and select again.  NULL t is
- * a case that never fires.
+ * a case that never fires.  The case is the tick due when it is built: a
+ * reset or stop while the select waits is seen when that time comes, not
+ * before (see TICKER at the top).
  */
 static inline struct conc_select_case conc_ticker_case(struct conc_ticker *t)
 {
