@@ -6,9 +6,11 @@
  * other contender writes NAN ("-").
  *
  *  - limiter allow, 1 and 8 threads: each thread calls allow in a loop for
- *    a fixed time on one limiter of 10 events per microsecond, burst 64
- *    (so both admissions and refusals happen, alike for both contenders).
- *    Row: allow calls per second.  Baseline: a token bucket (tokens in
+ *    a fixed time on one limiter of burst 64 and a rate (the workload's
+ *    burst field) of 10 events per microsecond, where about a third of the
+ *    calls are admitted, each admission a CAS on the one shared word, and of
+ *    1 per microsecond, where most are refused (the overload a limiter is
+ *    there for; a refusal is a load).  Row: allow calls per second.  Baseline: a token bucket (tokens in
  *    fixed point, last refill time) under a mutex; the clock is read before
  *    the lock, as conc reads it before its compare-and-swap.
  *  - breaker admission, 1 and 8 threads, closed state: each thread admits a
@@ -109,8 +111,7 @@ static double run_loop(int threads, double seconds, uint64_t (*step)(void *), vo
 
 /* ------------------------------------------------------------ limiter */
 
-#define RATE_EVENTS 10      /* per RATE_PERIOD_NS */
-#define RATE_PERIOD_NS 1000 /* 10 per microsecond */
+#define RATE_PERIOD_NS 1000 /* events per microsecond: the workload's burst field */
 #define RATE_BURST 64
 
 /* The baseline: a token bucket under a mutex.  Tokens are kept in units of
@@ -195,7 +196,7 @@ void bench_run_limiter(const struct bench_workload *w, const struct bench_ops *o
 		return;
 	}
 	struct limiter_any *l = bench_alloc(sizeof *l);
-	limiter_init(l, is_conc(ops), RATE_EVENTS, RATE_PERIOD_NS, RATE_BURST);
+	limiter_init(l, is_conc(ops), (int64_t)w->burst, RATE_PERIOD_NS, RATE_BURST);
 	out[0] = run_loop(w->producers, cfg->target_s, limiter_step, l) / 1e6;
 	limiter_destroy(l);
 	free(l);
