@@ -174,6 +174,26 @@ static void reader_start(struct reader *r, struct conc_sub *sub, size_t per_pub,
 	spawn(&r->thread, reader_main, r);
 }
 
+/* PUBS publishers of `count` messages each on subjects, every publish
+ * expecting `expect` deliveries (SIZE_MAX: any); returns when all are done,
+ * after closing the readers' subscriptions so they drain and stop. */
+static void publish_then_close(struct conc_pubsub *ps, size_t count, size_t expect, const char *const *subjects,
+			       size_t nsubjects, struct reader *readers, size_t nreaders)
+{
+	pthread_barrier_t start;
+	barrier_init(&start, PUBS);
+	struct pubber pubs[PUBS];
+	for (size_t p = 0; p < PUBS; p++) {
+		pubs[p] = (struct pubber){ps, p, count, expect, subjects, nsubjects, rng_for(p), NULL, 0, NULL, &start, 0};
+		spawn(&pubs[p].thread, pubber_main, &pubs[p]);
+	}
+	for (size_t p = 0; p < PUBS; p++)
+		join(pubs[p].thread);
+	for (size_t i = 0; i < nreaders; i++)
+		(void)conc_sub_close(readers[i].sub);
+	pthread_barrier_destroy(&start);
+}
+
 /* ------------------------------------------------------ block exactly once */
 
 static void block_exactly_once(size_t arg)
@@ -187,17 +207,7 @@ static void block_exactly_once(size_t arg)
 	struct reader readers[SUBS];
 	for (size_t i = 0; i < SUBS; i++)
 		reader_start(&readers[i], subscribe(ps, patterns[i], 1 + i * 3, CONC_SUB_BLOCK), per_pub, i == 3, 100 + i);
-	pthread_barrier_t start;
-	barrier_init(&start, PUBS);
-	struct pubber pubs[PUBS];
-	for (size_t p = 0; p < PUBS; p++) {
-		pubs[p] = (struct pubber){ps, p, per_pub, SUBS, subj, 1, rng_for(p), NULL, 0, NULL, &start, 0};
-		spawn(&pubs[p].thread, pubber_main, &pubs[p]);
-	}
-	for (size_t p = 0; p < PUBS; p++)
-		join(pubs[p].thread);
-	for (size_t i = 0; i < SUBS; i++)
-		(void)conc_sub_close(readers[i].sub);
+	publish_then_close(ps, per_pub, SUBS, subj, 1, readers, SUBS);
 	for (size_t i = 0; i < SUBS; i++) {
 		join(readers[i].thread);
 		size_t missing = conc_test_ledger_missing(&readers[i].ledger);
@@ -209,7 +219,6 @@ static void block_exactly_once(size_t arg)
 	}
 	if (conc_pubsub_free(ps) != CONC_OK)
 		fail("conc_pubsub_free");
-	pthread_barrier_destroy(&start);
 	check_balanced();
 }
 
@@ -235,18 +244,8 @@ static void drop_policies(size_t arg)
 	struct reader readers[SUBS];
 	for (size_t i = 0; i < SUBS; i++)
 		reader_start(&readers[i], subscribe(ps, subs[i].pattern, subs[i].cap, subs[i].pol), per_pub, true, 200 + i);
-	pthread_barrier_t start;
-	barrier_init(&start, PUBS);
-	struct pubber pubs[PUBS];
-	for (size_t p = 0; p < PUBS; p++) {
-		/* Drop policies deliver to all but DROP_NEWEST when full: any count. */
-		pubs[p] = (struct pubber){ps, p, per_pub, SIZE_MAX, subj, 1, rng_for(p), NULL, 0, NULL, &start, 0};
-		spawn(&pubs[p].thread, pubber_main, &pubs[p]);
-	}
-	for (size_t p = 0; p < PUBS; p++)
-		join(pubs[p].thread);
-	for (size_t i = 0; i < SUBS; i++)
-		(void)conc_sub_close(readers[i].sub);
+	/* Drop policies deliver to all but DROP_NEWEST when full: any count. */
+	publish_then_close(ps, per_pub, SIZE_MAX, subj, 1, readers, SUBS);
 	for (size_t i = 0; i < SUBS; i++) {
 		join(readers[i].thread);
 		uint64_t lost = conc_sub_lost(readers[i].sub);
@@ -258,7 +257,6 @@ static void drop_policies(size_t arg)
 	}
 	if (conc_pubsub_free(ps) != CONC_OK)
 		fail("conc_pubsub_free");
-	pthread_barrier_destroy(&start);
 	check_balanced();
 }
 
