@@ -587,3 +587,59 @@ void bench_write_outputs(const char *dir, const struct bench_results *r, const c
 	if (run_gnuplot(dir, plot_script, r))
 		printf("plot:  %s/bench.png, %s/bench.svg\n", dir, dir);
 }
+
+/* ------------------------------------------------------------- timed loops */
+
+/* bench_run_loop's threads (see harness.h). */
+struct loop_shared {
+	uint64_t (*step)(void *state);
+	void *state;
+	pthread_barrier_t start;
+	_Atomic(bool) stop;
+};
+
+struct loop_worker {
+	struct loop_shared *sh;
+	uint64_t ops;
+	pthread_t thread;
+};
+
+static void *loop_main(void *arg)
+{
+	struct loop_worker *w = arg;
+	struct loop_shared *sh = w->sh;
+	bench_barrier_wait(&sh->start);
+	uint64_t n = 0;
+	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed))
+		n += sh->step(sh->state);
+	w->ops = n;
+	return NULL;
+}
+
+double bench_run_loop(int threads, double seconds, uint64_t (*step)(void *), void *state)
+{
+	if (threads < 1 || threads > BENCH_LOOP_MAX_THREADS)
+		bench_die("bench_run_loop: %d threads", threads);
+	struct loop_shared *sh = bench_alloc(sizeof *sh);
+	sh->step = step;
+	sh->state = state;
+	bench_barrier_init(&sh->start, (unsigned)threads + 1);
+	struct loop_worker wk[BENCH_LOOP_MAX_THREADS];
+	for (int i = 0; i < threads; i++) {
+		wk[i].sh = sh;
+		bench_spawn(&wk[i].thread, loop_main, &wk[i], i);
+	}
+	bench_barrier_wait(&sh->start);
+	int64_t t0 = bench_now_ns();
+	bench_sleep(seconds);
+	atomic_store(&sh->stop, true);
+	uint64_t total = 0;
+	for (int i = 0; i < threads; i++) {
+		bench_join(wk[i].thread);
+		total += wk[i].ops;
+	}
+	double secs = bench_seconds(bench_now_ns() - t0);
+	pthread_barrier_destroy(&sh->start);
+	free(sh);
+	return (double)total / secs;
+}

@@ -161,6 +161,15 @@ uint32_t bench_select(uint32_t *v, size_t lo, size_t n, size_t k);
  * reorders v.  n must be > 0. */
 void bench_percentiles(uint32_t *v, size_t n, const double *q, size_t nq, double *out);
 
+/*
+ * Run step(state) in a loop on `threads` threads (pinned to slots
+ * 0..threads-1, at most BENCH_LOOP_MAX_THREADS) for about `seconds`, and
+ * return the operations per second: the sum of what the calls of step
+ * returned (each call does a batch and says how many operations it did).
+ */
+#define BENCH_LOOP_MAX_THREADS 8
+double bench_run_loop(int threads, double seconds, uint64_t (*step)(void *state), void *state);
+
 /* Median of v[0..n) (n > 0); reorders v. */
 double bench_median(double *v, size_t n);
 

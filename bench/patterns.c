@@ -385,31 +385,10 @@ void bench_run_sem(const struct bench_workload *w, const struct bench_ops *ops, 
 #define SEMC_THREADS 8
 #define SEMC_UNITS 2
 
-struct semc_shared {
-	struct sem_any sem;
-	pthread_barrier_t start;
-	_Atomic(bool) stop;
-	_Atomic(uint64_t) held;
-};
-
-struct semc_worker {
-	struct semc_shared *sh;
-	uint64_t pairs;
-	pthread_t thread;
-};
-
-static void *semc_main(void *arg)
+static uint64_t semc_step(void *sem)
 {
-	struct semc_worker *w = arg;
-	struct semc_shared *sh = w->sh;
-	bench_barrier_wait(&sh->start);
-	uint64_t n = 0;
-	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
-		sem_pairs(&sh->sem, 64);
-		n += 64;
-	}
-	w->pairs = n;
-	return NULL;
+	sem_pairs(sem, 64);
+	return 64;
 }
 
 void bench_run_sem_contended(const struct bench_workload *w, const struct bench_ops *ops,
@@ -421,28 +400,11 @@ void bench_run_sem_contended(const struct bench_workload *w, const struct bench_
 		out[0] = NAN;
 		return;
 	}
-	struct semc_shared *sh = bench_alloc(sizeof *sh);
-	sem_any_init(&sh->sem, is_conc(ops) ? SEM_CONC : SEM_MUTEX, SEMC_UNITS);
-	bench_barrier_init(&sh->start, SEMC_THREADS + 1);
-	struct semc_worker wk[SEMC_THREADS];
-	for (int i = 0; i < SEMC_THREADS; i++) {
-		wk[i].sh = sh;
-		bench_spawn(&wk[i].thread, semc_main, &wk[i], i);
-	}
-	bench_barrier_wait(&sh->start);
-	int64_t t0 = bench_now_ns();
-	bench_sleep(cfg->target_s);
-	atomic_store(&sh->stop, true);
-	uint64_t pairs = 0;
-	for (int i = 0; i < SEMC_THREADS; i++) {
-		bench_join(wk[i].thread);
-		pairs += wk[i].pairs;
-	}
-	double secs = bench_seconds(bench_now_ns() - t0);
-	pthread_barrier_destroy(&sh->start);
-	sem_any_destroy(&sh->sem);
-	free(sh);
-	out[0] = (double)pairs / secs / 1e6;
+	struct sem_any *sem = bench_alloc(sizeof *sem);
+	sem_any_init(sem, is_conc(ops) ? SEM_CONC : SEM_MUTEX, SEMC_UNITS);
+	out[0] = bench_run_loop(SEMC_THREADS, cfg->target_s, semc_step, sem) / 1e6;
+	sem_any_destroy(sem);
+	free(sem);
 }
 
 /* -------------------------------------------------------------- pipeline */

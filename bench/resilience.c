@@ -41,8 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_THREADS 8
-
 static bool is_conc(const struct bench_ops *ops)
 {
 	return ops == &bench_conc_ops;
@@ -51,62 +49,6 @@ static bool is_conc(const struct bench_ops *ops)
 static bool is_mutex(const struct bench_ops *ops)
 {
 	return ops == &bench_mutex_ops;
-}
-
-/*
- * Run step(state, 64) on `threads` threads (slots 0..threads-1) for about
- * target_s and return the total steps per second.  step does 64 operations
- * and returns how many of them it did (all, unless it must stop).
- */
-struct loop_shared {
-	uint64_t (*step)(void *state);
-	void *state;
-	pthread_barrier_t start;
-	_Atomic(bool) stop;
-};
-
-struct loop_worker {
-	struct loop_shared *sh;
-	uint64_t ops;
-	pthread_t thread;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loop_worker *w = arg;
-	struct loop_shared *sh = w->sh;
-	bench_barrier_wait(&sh->start);
-	uint64_t n = 0;
-	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed))
-		n += sh->step(sh->state);
-	w->ops = n;
-	return NULL;
-}
-
-static double run_loop(int threads, double seconds, uint64_t (*step)(void *), void *state)
-{
-	struct loop_shared *sh = bench_alloc(sizeof *sh);
-	sh->step = step;
-	sh->state = state;
-	bench_barrier_init(&sh->start, (unsigned)threads + 1);
-	struct loop_worker wk[MAX_THREADS];
-	for (int i = 0; i < threads; i++) {
-		wk[i].sh = sh;
-		bench_spawn(&wk[i].thread, loop_main, &wk[i], i);
-	}
-	bench_barrier_wait(&sh->start);
-	int64_t t0 = bench_now_ns();
-	bench_sleep(seconds);
-	atomic_store(&sh->stop, true);
-	uint64_t total = 0;
-	for (int i = 0; i < threads; i++) {
-		bench_join(wk[i].thread);
-		total += wk[i].ops;
-	}
-	double secs = bench_seconds(bench_now_ns() - t0);
-	pthread_barrier_destroy(&sh->start);
-	free(sh);
-	return (double)total / secs;
 }
 
 /* ------------------------------------------------------------ limiter */
@@ -197,7 +139,7 @@ void bench_run_limiter(const struct bench_workload *w, const struct bench_ops *o
 	}
 	struct limiter_any *l = bench_alloc(sizeof *l);
 	limiter_init(l, is_conc(ops), (int64_t)w->burst, RATE_PERIOD_NS, RATE_BURST);
-	out[0] = run_loop(w->producers, cfg->target_s, limiter_step, l) / 1e6;
+	out[0] = bench_run_loop(w->producers, cfg->target_s, limiter_step, l) / 1e6;
 	limiter_destroy(l);
 	free(l);
 }
@@ -217,7 +159,7 @@ static void limiter_accuracy(double seconds, double *admitted, double *allowed)
 	 * plus the burst the bucket holds at the start. */
 	int64_t t0 = bench_now_ns();
 	limiter_init(l, true, ACC_EVENTS, ACC_PERIOD_NS, ACC_BURST);
-	(void)run_loop(ACC_THREADS, seconds, limiter_step, l);
+	(void)bench_run_loop(ACC_THREADS, seconds, limiter_step, l);
 	int64_t t1 = bench_now_ns();
 	*admitted = (double)atomic_load(&l->admitted);
 	*allowed = (double)(t1 - t0) * ACC_EVENTS / ACC_PERIOD_NS + ACC_BURST;
@@ -314,7 +256,7 @@ void bench_run_breaker(const struct bench_workload *w, const struct bench_ops *o
 		b->mutex.max_failures = 5;
 		b->mutex.reset_ns = 1000000000;
 	}
-	out[0] = run_loop(w->producers, cfg->target_s, breaker_step, b) / 1e6;
+	out[0] = bench_run_loop(w->producers, cfg->target_s, breaker_step, b) / 1e6;
 	if (b->is_conc)
 		(void)conc_breaker_free(b->conc);
 	else
